@@ -1,0 +1,66 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Documentation for the service_plan action plugin (it runs on the controller only)."""
+
+DOCUMENTATION = r"""
+module: service_plan
+short_description: Validate the service list and compute the plan
+description:
+  - Validates every item of the service list against the entry point C(service) of the role
+    C(microsvc.deploy.service_plan) (unknown keys, types, choices, defaults), then checks safe names,
+    duplicate names, routes and sockets, route syntax and nesting, and that each selected source exists.
+  - Fails before any host is touched, with one line per error naming the service and the field.
+  - Sets the fact C(microsvc_plan) (normalized services with computed paths, present/absent/selected names).
+  - Runs on the controller only.
+version_added: 0.1.0
+options:
+  services:
+    description: The service list (usually C(microsvc_services)).
+    type: list
+    elements: dict
+    required: true
+  defaults:
+    description: Values applied to every service before its own entry.
+    type: dict
+    default: {}
+  selected:
+    description: Names to deploy, as a list or a comma-separated string; empty selects all.
+    type: raw
+  root:
+    description: Directory under which each service gets its own directory.
+    type: path
+    default: /opt/www
+  route_prefix:
+    description: Route of a service that sets none is C(<route_prefix><name>/).
+    type: str
+    default: /api/
+  base_dir:
+    description:
+      - Directory against which relative source paths are resolved (the role passes the inventory's
+        directory, so C(source: ../../samples/service1) works from any working directory).
+    type: path
+  check_sources:
+    description: Check that the sources of selected present services exist on the controller.
+    type: bool
+    default: true
+author:
+  - microsvc maintainers
+"""
+
+EXAMPLES = r"""
+- name: Validate the service list
+  microsvc.deploy.service_plan:
+    services: "{{ microsvc_services }}"
+    selected: "{{ deploy_services | default('') }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: The plan.
+  returned: success
+  type: dict
+  contains:
+    microsvc_plan:
+      description: Normalized services and the selection.
+      type: dict
+"""
