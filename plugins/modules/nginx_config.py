@@ -1,0 +1,284 @@
+#!/usr/bin/python
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Stage, test and install the gateway's nginx configuration in one call."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nginx_config
+short_description: Stage, test with nginx -t, then install a set of nginx configuration files
+description:
+  - Compares the wanted files with the live configuration. When nothing differs it changes nothing.
+  - Otherwise it copies the live configuration directory to a staging directory, writes the wanted
+    files there, removes files of the owned directories that are no longer wanted, and runs
+    C(nginx -t) on the complete staged tree. Only when that test passes are the files installed into
+    the live directory (each atomically) and stale files removed; nginx itself is not touched (the
+    role reloads it). When the test fails, the live configuration is left exactly as it was and the
+    module fails with nginx's own error.
+  - Relative C(include) and C(ssl_certificate) paths resolve inside the staged copy, so the test sees
+    exactly the tree that will be live. Per-file C(validate) cannot do this.
+  - The action plugin of the same name renders the role's templates on the controller and calls this
+    module; the module can also be given plain contents.
+  - Supports check mode (the staged test still runs when nginx is installed) and diff mode.
+version_added: 0.1.0
+options:
+  conf_dir:
+    description: The nginx configuration directory.
+    type: path
+    default: /etc/nginx
+  main_file:
+    description: The main configuration file, relative to I(conf_dir); it is tested with C(nginx -t -c).
+    type: str
+    default: nginx.conf
+  owned_dirs:
+    description:
+      - Directories (relative to I(conf_dir)) owned by this module; files in them that are not in
+        I(files) or I(secret_files) are removed.
+    type: list
+    elements: str
+    default: []
+  files:
+    description: Wanted files, relative path to content. Installed mode 0644, owner root.
+    type: dict
+    default: {}
+  secret_files:
+    description: Wanted files holding secrets (TLS keys). Installed mode 0600; contents never logged or diffed.
+    type: dict
+    default: {}
+  absent_files:
+    description: Files (relative to I(conf_dir)) to remove, such as the distribution's default site.
+    type: list
+    elements: str
+    default: []
+  nginx_binary:
+    description: The nginx executable used for the test.
+    type: str
+    default: nginx
+  staging_parent:
+    description: Directory in which the staging copy is made (and removed again).
+    type: path
+    default: /var/lib/microsvc
+  backup_suffix:
+    description:
+      - The first time the main file is replaced, the distribution's original is kept next to it
+        with this suffix. Empty disables the backup.
+    type: str
+    default: .distro
+author:
+  - microsvc maintainers
+"""
+
+EXAMPLES = r"""
+- name: Install the gateway configuration
+  microsvc.deploy.nginx_config:
+    conf_dir: /etc/nginx
+    owned_dirs: [microsvc]
+    files:
+      nginx.conf: "{{ lookup('template', 'nginx.conf.j2') }}"
+      microsvc/gateway.conf: "{{ lookup('template', 'gateway.conf.j2') }}"
+"""
+
+RETURN = r"""
+changed_files:
+  description: Files written (relative to conf_dir).
+  returned: always
+  type: list
+  elements: str
+removed_files:
+  description: Files removed (relative to conf_dir).
+  returned: always
+  type: list
+  elements: str
+tested:
+  description: Whether nginx -t ran on the staged tree.
+  returned: always
+  type: bool
+"""
+
+import os
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+MARKER = "microsvc"
+
+
+def _rel_ok(path):
+    if not path or os.path.isabs(path):
+        return False
+    norm = os.path.normpath(path)
+    return norm != ".." and not norm.startswith("../") and norm != "."
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return None
+
+
+def _write_atomic(path, data, mode):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".microsvc-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _walk_files(root, rel_dir):
+    base = os.path.join(root, rel_dir)
+    found = []
+    for dirpath, _dirs, names in os.walk(base):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            found.append(os.path.relpath(full, root))
+    return found
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            conf_dir=dict(type="path", default="/etc/nginx"),
+            main_file=dict(type="str", default="nginx.conf"),
+            owned_dirs=dict(type="list", elements="str", default=[]),
+            files=dict(type="dict", default={}),
+            secret_files=dict(type="dict", default={}, no_log=True),
+            absent_files=dict(type="list", elements="str", default=[]),
+            nginx_binary=dict(type="str", default="nginx"),
+            staging_parent=dict(type="path", default="/var/lib/microsvc"),
+            backup_suffix=dict(type="str", default=".distro"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    conf_dir = p["conf_dir"]
+    wanted = {}
+    for rel, content in p["files"].items():
+        wanted[rel] = (str(content).encode("utf-8"), 0o644, False)
+    for rel, content in p["secret_files"].items():
+        wanted[rel] = (str(content).encode("utf-8"), 0o600, True)
+    for rel in list(wanted) + list(p["owned_dirs"]) + list(p["absent_files"]) + [p["main_file"]]:
+        if not _rel_ok(rel):
+            module.fail_json(msg="%r must be a relative path inside %s" % (rel, conf_dir))
+    owned = [os.path.normpath(d) for d in p["owned_dirs"]]
+    for rel in wanted:
+        if os.path.normpath(rel) != os.path.normpath(p["main_file"]) and not any(
+            os.path.normpath(rel).startswith(d + "/") for d in owned
+        ):
+            module.fail_json(msg="%r is neither the main file nor inside an owned directory %s" % (rel, owned))
+
+    # What differs from the live configuration?
+    changed_files, diffs = [], []
+    for rel in sorted(wanted):
+        data, mode, secret = wanted[rel]
+        live_path = os.path.join(conf_dir, rel)
+        live = _read(live_path)
+        if live != data or _mode(live_path) != mode:
+            changed_files.append(rel)
+            if module._diff and not secret:
+                diffs.append(
+                    dict(
+                        before_header=live_path if live is not None else "%s (absent)" % live_path,
+                        after_header=live_path,
+                        before=(live or b"").decode("utf-8", "replace"),
+                        after=data.decode("utf-8", "replace"),
+                    )
+                )
+            elif module._diff:
+                diffs.append(dict(before_header=live_path, after_header=live_path,
+                                  before="(secret content hidden)\n" if live is not None else "",
+                                  after="(secret content hidden, changed)\n"))
+    stale = []
+    for rel_dir in owned:
+        for rel in _walk_files(conf_dir, rel_dir):
+            if rel not in wanted and os.path.basename(rel) not in (".", ".."):
+                stale.append(rel)
+    for rel in p["absent_files"]:
+        if os.path.lexists(os.path.join(conf_dir, rel)):
+            stale.append(rel)
+    stale = sorted(set(stale))
+    if module._diff:
+        for rel in stale:
+            live_path = os.path.join(conf_dir, rel)
+            before = _read(live_path) if not os.path.islink(live_path) else b"(symlink)\n"
+            diffs.append(dict(before_header=live_path, after_header="%s (removed)" % live_path,
+                              before=(before or b"").decode("utf-8", "replace"), after=""))
+
+    result = dict(changed=False, changed_files=changed_files, removed_files=stale, tested=False)
+    if not changed_files and not stale:
+        module.exit_json(**result)
+    result["changed"] = True
+    if module._diff:
+        result["diff"] = diffs
+
+    # Stage the complete new tree and test it.
+    nginx = module.get_bin_path(p["nginx_binary"]) if not os.path.isabs(p["nginx_binary"]) else p["nginx_binary"]
+    if nginx and os.path.exists(nginx) and os.path.isdir(conf_dir):
+        os.makedirs(p["staging_parent"], mode=0o700, exist_ok=True)
+        stage_root = tempfile.mkdtemp(prefix="nginx-staging-", dir=p["staging_parent"])
+        staged = os.path.join(stage_root, os.path.basename(conf_dir.rstrip("/")) or "conf")
+        try:
+            shutil.copytree(conf_dir, staged, symlinks=True)
+            for rel in stale:
+                path = os.path.join(staged, rel)
+                if os.path.lexists(path):
+                    os.unlink(path)
+            for rel, (data, mode, _secret) in wanted.items():
+                _write_atomic(os.path.join(staged, rel), data, mode)
+            cmd = [nginx, "-t", "-q", "-c", os.path.join(staged, p["main_file"])]
+            rc, out, err = module.run_command(cmd)
+            result["tested"] = True
+            if rc != 0:
+                text = (err or out).replace(staged, conf_dir)
+                module.fail_json(
+                    msg="nginx -t rejected the new configuration; the live configuration was not changed.\n%s"
+                    % text.strip(),
+                    rc=rc,
+                    stderr=text,
+                    **{k: v for k, v in result.items() if k != "changed"}
+                )
+        finally:
+            shutil.rmtree(stage_root, ignore_errors=True)
+    else:
+        module.warn("nginx is not installed yet: the new configuration could not be tested")
+
+    if module.check_mode:
+        module.exit_json(**result)
+
+    # Swap: install every changed file atomically, then drop stale ones.
+    main_live = os.path.join(conf_dir, p["main_file"])
+    if p["backup_suffix"] and p["main_file"] in changed_files:
+        current = _read(main_live)
+        backup = main_live + p["backup_suffix"]
+        if current is not None and MARKER.encode() not in current and not os.path.exists(backup):
+            shutil.copy2(main_live, backup)
+            result["backup_file"] = backup
+    for rel in changed_files:
+        data, mode, _secret = wanted[rel]
+        _write_atomic(os.path.join(conf_dir, rel), data, mode)
+    for rel in stale:
+        path = os.path.join(conf_dir, rel)
+        if os.path.lexists(path):
+            os.unlink(path)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Render a role's templates on the controller, many files in one task.
+
+The built-in template module costs one remote call per file; the gateway and the
+probe render one file per service, so they render here and ship the results in a
+single module call. Templates are looked up like the template module does (the
+role's templates/ first) and get the same variables, plus ``ansible_managed``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+
+try:  # ansible-core >= 2.19: template text must be marked as trusted
+    from ansible.template import trust_as_template
+except ImportError:  # pragma: no cover - older ansible-core
+    def trust_as_template(value):
+        return value
+
+from ansible.template import generate_ansible_template_vars
+
+
+class Renderer:
+    """Render templates of the running role with the task's variables."""
+
+    def __init__(self, action, task_vars):
+        self._action = action
+        self._task_vars = task_vars
+        self._cache = {}
+
+    def _source(self, name):
+        if name not in self._cache:
+            try:
+                path = self._action._find_needle("templates", name)
+            except Exception as exc:  # AnsibleError and friends
+                raise AnsibleActionFail("template %s not found: %s" % (name, exc)) from None
+            data = self._action._loader.get_text_file_contents(path)
+            self._cache[name] = (path, trust_as_template(data))
+        return self._cache[name]
+
+    def render(self, name, extra_vars=None, dest=None):
+        path, data = self._source(name)
+        variables = dict(self._task_vars)
+        variables.update(self._managed_vars(name, path, dest))
+        if extra_vars:
+            variables.update(extra_vars)
+        searchpath = [os.path.dirname(path)]
+        templar = self._action._templar.copy_with_new_env(searchpath=searchpath, available_variables=variables)
+        # The template module's defaults, so a file rendered here is byte-identical to
+        # the same template written by ansible.builtin.template.
+        out = templar.template(data, escape_backslashes=False, overrides=dict(trim_blocks=True, lstrip_blocks=False))
+        return "" if out is None else str(out)
+
+    def _managed_vars(self, name, path, dest):
+        out = generate_ansible_template_vars(name, fullpath=path, dest_path=dest)
+        if "ansible_managed" in self._task_vars:  # never clobber the user's own value
+            out.pop("ansible_managed", None)
+        return out
