@@ -1,0 +1,157 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Compute each selected service's wanted state on the controller, compare it with the host
+in one remote call, and return the services that need work.
+
+Task arguments:
+  services:      plan entries of the selected present services
+  absent:        plan entries of the absent services
+  listed:        every name in the list
+  vassals_dir:   the emperor's vassals directory
+  ini_template:  template of the vassal ini (rendered with __uwsgi_vassal_svc)
+  env_template:  template of the environment file (only its checksum leaves this plugin)
+  cache_dir:     controller cache for releases (default ~/.cache/microsvc)
+  force:         deploy every selected service even when nothing differs
+  plugin_python: the uWSGI plugin's Python version (x.y.z) for the per-service check
+  root:          directory holding the services (for services no longer listed)
+
+Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
+ini content and the reasons), ``remove`` (absent or unlisted services with leftovers),
+and ``state`` (the host's view of every probed service).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import SourceError, prepare_release
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _sha1(text):
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        services = args.get("services") or []
+        absent = args.get("absent") or []
+        vassals_dir = args["vassals_dir"]
+        renderer = Renderer(self, task_vars)
+        wanted = {}
+        errors = []
+        for svc in services:
+            try:
+                rel = prepare_release(svc, args.get("cache_dir"))
+            except SourceError as exc:
+                errors.append("service '%s': field 'source': %s" % (svc["name"], exc))
+                continue
+            svc_vars = {"__uwsgi_vassal_svc": svc}
+            ini = renderer.render(args["ini_template"], extra_vars=svc_vars)
+            env = renderer.render(args["env_template"], extra_vars=svc_vars)
+            ini_path = "%s/%s.ini" % (vassals_dir, svc["name"])
+            wanted[svc["name"]] = dict(
+                rel,
+                name=svc["name"],
+                ini_path=ini_path,
+                ini_content=ini,
+                ini_sha1=_sha1(ini),
+                env_sha1=_sha1(env),
+            )
+        if errors:
+            raise AnsibleActionFail("Cannot prepare the releases; no host was changed.\n- " + "\n- ".join(errors))
+
+        probe_args = dict(
+            vassals_dir=vassals_dir,
+            listed=list(args.get("listed") or []),
+            services=[
+                dict(
+                    name=s["name"], root=s["root"], user=s["user"], python=s["python"],
+                    release=wanted[s["name"]]["release"], venv=wanted[s["name"]]["venv"],
+                    ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
+                    env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
+                    stats_socket=s["stats_socket"],
+                )
+                for s in services
+            ],
+            absent=[
+                dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
+                     ini_path="%s/%s.ini" % (vassals_dir, s["name"]))
+                for s in absent
+            ],
+        )
+        probed = self._execute_module(
+            module_name="microsvc.deploy.vassal_probe", module_args=probe_args, task_vars=task_vars
+        )
+        if probed.get("failed"):
+            result.update(probed)
+            return result
+
+        plugin_python = str(args.get("plugin_python") or "")
+        work, mismatched = [], []
+        for svc in services:
+            state = probed["services"][svc["name"]]
+            version = state.get("python_version")
+            if plugin_python and version and version.split(".")[:2] != plugin_python.split(".")[:2]:
+                mismatched.append(
+                    "service '%s': field 'python': %s is Python %s but the uWSGI plugin runs Python %s; "
+                    "the vassal would die at start" % (svc["name"], svc["python"], version, plugin_python)
+                )
+            elif not version:
+                mismatched.append(
+                    "service '%s': field 'python': %s does not run on the host" % (svc["name"], svc["python"])
+                )
+            reasons = list(state["needs"])
+            if args.get("force") and not reasons:
+                reasons = ["forced"]
+            if reasons:
+                entry = dict(wanted[svc["name"]])
+                entry.update(
+                    reasons=reasons,
+                    previous=state.get("current"),
+                    running=state.get("running"),
+                    ini_changed=not state.get("ini_match"),
+                    first_deploy=not state.get("ini_present"),
+                    venv_present=state.get("venv_present"),
+                    release_present=state.get("release_present"),
+                    user_present=state.get("user"),
+                    history=state.get("history"),
+                    python_version=version,
+                )
+                work.append(entry)
+        if mismatched:
+            raise AnsibleActionFail("Python versions do not match; no service was changed.\n- " + "\n- ".join(mismatched))
+
+        remove = []
+        by_name = {s["name"]: s for s in absent}
+        root = args.get("root") or "/opt/www"
+        for name in probed.get("absent_leftovers", []):
+            svc = by_name[name]
+            remove.append(dict(name=name, purge=svc["purge"], reason="state absent", root=svc["root"],
+                               socket=svc["socket"], stats_socket=svc["stats_socket"],
+                               ini_path="%s/%s.ini" % (vassals_dir, name)))
+        for name in probed.get("unlisted", []):
+            if NAME_RE.match(name) and name not in by_name:
+                base = "%s/%s" % (root.rstrip("/"), name)
+                remove.append(dict(name=name, purge=False, reason="no longer listed", root=base,
+                                   socket=base + "/uwsgi.sock", stats_socket=base + "/run/stats.sock",
+                                   ini_path="%s/%s.ini" % (vassals_dir, name)))
+
+        result.update(
+            changed=False,
+            work=work,
+            remove=remove,
+            state=probed["services"],
+            msg="%d of %d services need a deploy, %d to remove" % (len(work), len(services), len(remove)),
+        )
+        return result

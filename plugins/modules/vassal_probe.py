@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Report, in one call for every service of a host, what a deploy would have to do."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vassal_probe
+short_description: Compare the wanted state of many services with a host, in one call
+description:
+  - For each service given, reports whether its user, release, virtualenv, current release,
+    vassal ini and environment file already match what is wanted, and lists the reasons a deploy is
+    needed. Changes nothing.
+  - Also reports the vassal ini files written by this collection for services that are no longer
+    listed, and what is left on the host of services marked absent.
+  - The action plugin of the same name computes the wanted state on the controller (release ids,
+    rendered ini, checksums) and calls this module; a no-change run therefore costs one remote call
+    whatever the number of services.
+version_added: 0.1.0
+options:
+  services:
+    description:
+      - Services to compare, each with C(name), C(root), C(user), C(release), C(venv), C(python),
+        C(ini_path), C(ini_sha1), C(env_file), C(env_sha1), C(stats_socket).
+    type: list
+    elements: dict
+    default: []
+  absent:
+    description: Services marked absent, each with C(name), C(root), C(user), C(ini_path), C(socket), C(purge).
+    type: list
+    elements: dict
+    default: []
+  listed:
+    description: Names of every service in the list (present or absent).
+    type: list
+    elements: str
+    default: []
+  vassals_dir:
+    description: The emperor's vassals directory.
+    type: path
+    required: true
+  marker:
+    description: Line that identifies a vassal ini written by this collection.
+    type: str
+    default: "; microsvc-service:"
+author:
+  - microsvc maintainers
+"""
+
+RETURN = r"""
+services:
+  description: Per service name, its state on the host and C(needs), the reasons to deploy.
+  returned: always
+  type: dict
+unlisted:
+  description: Names of services whose vassal ini is on the host but which are no longer listed.
+  returned: always
+  type: list
+absent_leftovers:
+  description: Names of absent services that still have an ini, a socket or (with purge) a directory or user.
+  returned: always
+  type: list
+"""
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary
+
+
+def sha1_of(path):
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha1(handle.read()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def user_exists(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def group_exists(name):
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+_PY_CACHE = {}
+
+
+def python_version(path):
+    if path not in _PY_CACHE:
+        try:
+            out = subprocess.run(
+                [path, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                capture_output=True, text=True, timeout=30, check=False,
+            )
+            _PY_CACHE[path] = out.stdout.strip() if out.returncode == 0 else None
+        except OSError:
+            _PY_CACHE[path] = None
+    return _PY_CACHE[path]
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def probe_service(svc):
+    root = svc["root"]
+    release = svc["release"]
+    state = {"name": svc["name"]}
+    needs = []
+    state["user"] = user_exists(svc["user"])
+    if not state["user"]:
+        needs.append("user missing")
+    marker = read_json(os.path.join(root, "releases", release, ".microsvc-release"))
+    state["release_present"] = marker is not None
+    if marker is None:
+        needs.append("release %s not on host" % release)
+    link = os.path.join(root, "current")
+    target = os.readlink(link) if os.path.islink(link) else None
+    state["current"] = os.path.basename(target) if target else None
+    if state["current"] != release:
+        needs.append("current is %s, wanted %s" % (state["current"] or "unset", release))
+    venv_marker = read_json(os.path.join(root, "venvs", svc["venv"], ".microsvc-venv"))
+    version = python_version(svc["python"])
+    state["python_version"] = version
+    state["venv_present"] = bool(venv_marker) and venv_marker.get("python_version") == version
+    if not state["venv_present"]:
+        needs.append("virtualenv %s missing" % svc["venv"])
+    release_venv = os.path.join(root, "releases", release, ".venv")
+    if marker is not None and os.path.islink(release_venv):
+        if os.path.basename(os.readlink(release_venv)) != svc["venv"]:
+            needs.append("release linked to another virtualenv")
+    live_ini = sha1_of(svc["ini_path"])
+    state["ini_present"] = live_ini is not None
+    state["ini_match"] = live_ini == svc["ini_sha1"]
+    if not state["ini_match"]:
+        needs.append("vassal ini differs" if live_ini else "vassal ini missing")
+    state["env_match"] = sha1_of(svc["env_file"]) == svc["env_sha1"]
+    if not state["env_match"]:
+        needs.append("environment file differs")
+    for sub in ("shared/log", "shared/data", "run"):
+        if not os.path.isdir(os.path.join(root, sub)):
+            needs.append("directory %s missing" % sub)
+            break
+    stats = summary(read_stats(svc["stats_socket"]))
+    state["running"] = stats["running"]
+    state["master_pid"] = stats.get("master_pid")
+    state["needs"] = needs
+    history = read_json(os.path.join(root, "releases", ".history")) or []
+    state["history"] = history
+    return state
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            services=dict(type="list", elements="dict", default=[]),
+            absent=dict(type="list", elements="dict", default=[]),
+            listed=dict(type="list", elements="str", default=[]),
+            vassals_dir=dict(type="path", required=True),
+            marker=dict(type="str", default="; microsvc-service:"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    services = {svc["name"]: probe_service(svc) for svc in p["services"]}
+
+    unlisted = []
+    if os.path.isdir(p["vassals_dir"]):
+        for entry in sorted(os.listdir(p["vassals_dir"])):
+            if not entry.endswith(".ini"):
+                continue
+            path = os.path.join(p["vassals_dir"], entry)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    head = handle.read(4096)
+            except OSError:
+                continue
+            for line in head.splitlines():
+                if line.startswith(p["marker"]):
+                    name = line[len(p["marker"]):].strip()
+                    if name and name not in p["listed"]:
+                        unlisted.append(name)
+                    break
+
+    leftovers = []
+    for svc in p["absent"]:
+        left = os.path.exists(svc["ini_path"]) or os.path.lexists(svc["socket"])
+        if svc.get("purge"):
+            left = left or os.path.lexists(svc["root"]) or user_exists(svc["user"]) or group_exists(svc["user"])
+        if left:
+            leftovers.append(svc["name"])
+
+    module.exit_json(changed=False, services=services, unlisted=unlisted, absent_leftovers=leftovers)
+
+
+if __name__ == "__main__":
+    main()
