@@ -1,0 +1,584 @@
+"""Unit tests of the sample services in samples/.
+
+Each app is called the way uWSGI calls it behind the gateway: nginx passes
+SCRIPT_NAME=/api/<name> and uWSGI (manage-script-name) strips it from PATH_INFO, so the app
+sees SCRIPT_NAME=/api/<name> and a PATH_INFO relative to its route. The stdlib apps are
+called in-process through wsgiref's validator (any WSGI protocol slip fails the test). Django
+keeps its settings process-wide, so service1 runs in subprocesses whose working directory is
+the release directory, as under uWSGI.
+"""
+
+import importlib
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import WSGIWarning, validator
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+# Variables the apps read; each test starts without them and sets what it needs.
+APP_ENV = ("GREETING", "MICROSVC_RELEASE", "MICROSVC_ROUTE", "MICROSVC_SERVICE")
+
+
+class Response(types.SimpleNamespace):
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8")
+
+
+def call(app, service, path, method="GET", query="", body=b"", script_name=None):
+    """Call ``app`` as uWSGI does for a request to /api/<service><path>?<query>."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": f"/api/{service}" if script_name is None else script_name,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "wsgi.input": io.BytesIO(body),
+    }
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["CONTENT_TYPE"] = "application/octet-stream"
+    setup_testing_defaults(environ)
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+        captured["headers"] = headers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WSGIWarning)
+        result = validator(app)(environ, start_response)
+        try:
+            payload = b"".join(result)
+        finally:
+            result.close()
+    return Response(
+        status=int(captured["status"].split()[0]),
+        headers={name.lower(): value for name, value in captured["headers"]},
+        body=payload,
+    )
+
+
+def import_release_module(release, module):
+    """Import ``module`` as uWSGI's ``module =`` does, with the release directory first on
+    sys.path, without leaving the (generic) module names or bytecode behind."""
+    top = module.partition(".")[0]
+
+    def owned(name):
+        return name == top or name.startswith(top + ".")
+
+    shadowed = {name: mod for name, mod in sys.modules.items() if owned(name)}
+    saved_path, saved_flag = list(sys.path), sys.dont_write_bytecode
+    for name in shadowed:
+        del sys.modules[name]
+    sys.path.insert(0, str(release))
+    sys.dont_write_bytecode = True
+    try:
+        loaded = importlib.import_module(module)
+    finally:
+        sys.path[:] = saved_path
+        sys.dont_write_bytecode = saved_flag
+        for name in [name for name in sys.modules if owned(name)]:
+            del sys.modules[name]
+        sys.modules.update(shadowed)
+    assert Path(loaded.__file__).resolve().is_relative_to(release)
+    return loaded
+
+
+def load_wsgi_file(path, name):
+    """Load a file as uWSGI's ``wsgi-file =`` does (executed as a fresh module)."""
+    saved_flag = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+    finally:
+        sys.dont_write_bytecode = saved_flag
+    return loaded
+
+
+@pytest.fixture(autouse=True)
+def _clean_app_env(monkeypatch):
+    for name in APP_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def service2():
+    return import_release_module(SAMPLES / "service2", "app").application
+
+
+@pytest.fixture(scope="module")
+def service3():
+    return load_wsgi_file(
+        SAMPLES / "service3" / "wsgi.py", "uwsgi_file_service3_wsgi"
+    ).application
+
+
+@pytest.fixture(scope="module")
+def service4_module():
+    return import_release_module(SAMPLES / "service4", "svc4.web")
+
+
+@pytest.fixture(scope="module")
+def service4(service4_module):
+    return service4_module.application
+
+
+# --- layout ---------------------------------------------------------------------------
+
+
+def test_layout_matches_deployment_entries():
+    assert (SAMPLES / "service1" / "requirements.txt").read_text().splitlines() == [
+        "Django>=5.2,<5.3"
+    ]
+    assert (SAMPLES / "service1" / "api" / "migrations" / "0001_initial.py").is_file()
+    for service in ("service2", "service3", "service4"):
+        assert not (SAMPLES / service / "requirements.txt").exists(), service
+    assert (SAMPLES / "service2" / "app.py").is_file()
+    assert (SAMPLES / "service3" / "wsgi.py").is_file()
+    assert (SAMPLES / "service4" / "svc4" / "__init__.py").is_file()
+    assert (SAMPLES / "service4" / "svc4" / "web.py").is_file()
+
+
+# --- service2: plain text, module app ---------------------------------------------------
+
+
+def test_service2_index(service2):
+    response = call(service2, "service2", "/")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.text == "service2: hello from a plain WSGI app\n"
+
+
+def test_service2_index_at_bare_route(service2):
+    # A request for exactly the route leaves uWSGI with an empty PATH_INFO.
+    assert call(service2, "service2", "").text.startswith("service2: hello")
+
+
+def test_service2_index_greeting_and_release(service2, monkeypatch):
+    monkeypatch.setenv("GREETING", "hi from the tests")
+    monkeypatch.setenv("MICROSVC_RELEASE", "20250101T000000Z")
+    lines = call(service2, "service2", "/").text.splitlines()
+    assert lines == [
+        "service2: hello from a plain WSGI app",
+        "greeting: hi from the tests",
+        "release: 20250101T000000Z",
+    ]
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/"])
+def test_service2_health(service2, path):
+    response = call(service2, "service2", path)
+    assert (response.status, response.text) == (200, "ok\n")
+
+
+def test_service2_not_found(service2):
+    response = call(service2, "service2", "/missing")
+    assert response.status == 404
+    assert "service2" in response.text
+    assert "/missing" in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/"), ("PUT", "/health"), ("DELETE", "/")]
+)
+def test_service2_method_not_allowed(service2, method, path):
+    response = call(service2, "service2", path, method=method)
+    assert response.status == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_service2_head(service2):
+    get = call(service2, "service2", "/")
+    head = call(service2, "service2", "/", method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert (
+        head.headers["content-length"]
+        == get.headers["content-length"]
+        == str(len(get.body))
+    )
+
+
+# --- service3: JSON, wsgi_file app --------------------------------------------------------
+
+
+def test_service3_index(service3, monkeypatch):
+    monkeypatch.setenv("GREETING", "hello service3")
+    monkeypatch.setenv("MICROSVC_ROUTE", "/api/service3/")
+    response = call(service3, "service3", "/")
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/json"
+    data = response.json()
+    assert data["service"] == "service3"
+    assert data["greeting"] == "hello service3"
+    assert data["route"] == "/api/service3/"
+    assert data["release"] is None
+
+
+def test_service3_health(service3):
+    response = call(service3, "service3", "/health")
+    assert response.status == 200
+    assert response.json() == {"service": "service3", "status": "ok"}
+
+
+def test_service3_echo_shows_prefix_split(service3):
+    response = call(service3, "service3", "/echo", query="x=1&y=two")
+    assert response.status == 200
+    assert response.json() == {
+        "service": "service3",
+        "method": "GET",
+        "script_name": "/api/service3",
+        "path_info": "/echo",
+        "query_string": "x=1&y=two",
+        "body_length": 0,
+    }
+
+
+def test_service3_echo_post_body_length(service3):
+    response = call(service3, "service3", "/echo", method="POST", body=b"x" * 1234)
+    assert response.status == 200
+    assert response.json()["method"] == "POST"
+    assert response.json()["body_length"] == 1234
+
+
+@pytest.mark.parametrize("script_name", ["/api/service3", "/custom/route"])
+def test_service3_redirect_keeps_prefix(service3, script_name):
+    response = call(service3, "service3", "/redirect", script_name=script_name)
+    assert response.status == 302
+    assert response.headers["location"] == script_name + "/"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/", "GET, HEAD"),
+        ("POST", "/health", "GET, HEAD"),
+        ("PUT", "/echo", "GET, HEAD, POST"),
+    ],
+)
+def test_service3_method_not_allowed(service3, method, path, allow):
+    response = call(service3, "service3", path, method=method)
+    assert response.status == 405
+    assert response.headers["allow"] == allow
+    assert response.json()["service"] == "service3"
+
+
+def test_service3_not_found(service3):
+    response = call(service3, "service3", "/nope")
+    assert response.status == 404
+    assert response.json() == {
+        "service": "service3",
+        "error": "not found",
+        "path": "/nope",
+    }
+
+
+def test_service3_head(service3):
+    response = call(service3, "service3", "/health", method="HEAD")
+    assert (response.status, response.body) == (200, b"")
+    assert int(response.headers["content-length"]) > 0
+
+
+# --- service4: HTML, package module app -----------------------------------------------------
+
+
+def test_service4_index(service4):
+    response = call(service4, "service4", "/")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<title>service4</title>" in response.text
+    assert "<h1>service4</h1>" in response.text
+    assert 'href="/api/service4/health"' in response.text
+
+
+def test_service4_index_escapes_greeting(service4, monkeypatch):
+    monkeypatch.setenv("GREETING", "<b>hi</b> & bye")
+    text = call(service4, "service4", "/").text
+    assert "&lt;b&gt;hi&lt;/b&gt; &amp; bye" in text
+    assert "<b>hi</b>" not in text
+
+
+def test_service4_health(service4):
+    response = call(service4, "service4", "/health")
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok", "service": "service4"}
+
+
+def test_service4_pid(service4):
+    assert call(service4, "service4", "/pid").json() == {
+        "service": "service4",
+        "pid": os.getpid(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "slept"), [("ms=150", 150), ("ms=999999", 2000), ("", 0)]
+)
+def test_service4_slow(service4_module, service4, monkeypatch, query, slept):
+    sleeps = []
+    monkeypatch.setattr(
+        service4_module, "time", types.SimpleNamespace(sleep=sleeps.append)
+    )
+    response = call(service4, "service4", "/slow", query=query)
+    assert response.status == 200
+    assert response.json() == {"service": "service4", "slept_ms": slept}
+    assert sleeps == [slept / 1000]
+
+
+@pytest.mark.parametrize("query", ["ms=abc", "ms=-5"])
+def test_service4_slow_rejects_bad_ms(service4, query):
+    assert call(service4, "service4", "/slow", query=query).status == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/slow"), ("PUT", "/"), ("DELETE", "/pid")]
+)
+def test_service4_method_not_allowed(service4, method, path):
+    response = call(service4, "service4", path, method=method)
+    assert response.status == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_service4_not_found(service4):
+    response = call(service4, "service4", "/missing")
+    assert response.status == 404
+    assert "service4" in response.text
+
+
+# --- service1: Django, in subprocesses -------------------------------------------------------
+
+SERVICE1 = SAMPLES / "service1"
+
+# Runs inside the release directory: optionally migrates and adds items, then calls the
+# project's WSGI application (service1.wsgi, what uWSGI loads) and writes the responses out.
+DJANGO_DRIVER = """
+import json
+import os
+import sys
+from wsgiref.util import setup_testing_defaults
+
+sys.path.insert(0, os.getcwd())
+plan = json.loads(sys.argv[1])
+
+import django
+from django.core.management import call_command
+
+django.setup()
+if plan["migrate"]:
+    call_command("migrate", interactive=False, verbosity=0)
+    from api.models import Item
+
+    for name in plan["items"]:
+        Item.objects.create(name=name)
+
+from service1.wsgi import application
+
+responses = {}
+for label, method, path in plan["requests"]:
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "/api/service1",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+    }
+    setup_testing_defaults(environ)
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"] = status
+        seen["headers"] = headers
+
+    result = application(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    responses[label] = {
+        "status": int(seen["status"].split()[0]),
+        "headers": {name.lower(): value for name, value in seen["headers"]},
+        "body": body.decode("utf-8"),
+    }
+with open(plan["output"], "w", encoding="utf-8") as out:
+    json.dump(responses, out)
+"""
+
+REQUESTS = [
+    ("home", "GET", "/"),
+    ("health", "GET", "/health/"),
+    ("health_no_slash", "GET", "/health"),
+    ("health_post", "POST", "/health/"),
+    ("go", "GET", "/go/"),
+    ("items", "GET", "/items/"),
+    ("missing", "GET", "/missing/"),
+]
+
+
+def django_env(**overrides):
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DJANGO_", "MICROSVC_")) and name not in APP_ENV
+    }
+    env.update(PYTHONDONTWRITEBYTECODE="1", DJANGO_SETTINGS_MODULE="service1.settings")
+    env.update({name: str(value) for name, value in overrides.items()})
+    return env
+
+
+def run_in_release(args, env):
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=SERVICE1,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run_django(tmp_path, env, requests=REQUESTS, migrate=True, items=()):
+    output = tmp_path / "responses.json"
+    plan = {
+        "migrate": migrate,
+        "items": list(items),
+        "requests": requests,
+        "output": str(output),
+    }
+    proc = run_in_release(["-c", DJANGO_DRIVER, json.dumps(plan)], env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(output.read_text())
+
+
+@pytest.fixture(scope="module")
+def service1_responses(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("service1")
+    env = django_env(
+        MICROSVC_DATA_DIR=tmp / "data",
+        GREETING="hello from the tests",
+        MICROSVC_RELEASE="20250101T000000Z",
+    )
+    (tmp / "data").mkdir()
+    responses = run_django(tmp, env, items=["first", "second"])
+    assert (tmp / "data" / "db.sqlite3").is_file()
+    return responses
+
+
+def test_service1_home(service1_responses):
+    response = service1_responses["home"]
+    assert response["status"] == 200
+    assert response["headers"]["content-type"] == "application/json"
+    assert "service1" in response["body"]
+    assert json.loads(response["body"]) == {
+        "service": "service1",
+        "framework": "django",
+        "release": "20250101T000000Z",
+        "greeting": "hello from the tests",
+        "links": {
+            "health": "/api/service1/health/",
+            "items": "/api/service1/items/",
+            "go": "/api/service1/go/",
+            "stylesheet": "/api/service1/static/api/style.css",
+        },
+    }
+
+
+def test_service1_health(service1_responses):
+    response = service1_responses["health"]
+    assert response["status"] == 200
+    assert json.loads(response["body"]) == {"status": "ok", "service": "service1"}
+
+
+def test_service1_append_slash_redirect_keeps_prefix(service1_responses):
+    response = service1_responses["health_no_slash"]
+    assert response["status"] == 301
+    assert response["headers"]["location"] == "/api/service1/health/"
+
+
+def test_service1_health_rejects_post(service1_responses):
+    assert service1_responses["health_post"]["status"] == 405
+
+
+def test_service1_go_redirects_through_gateway(service1_responses):
+    response = service1_responses["go"]
+    assert response["status"] == 302
+    assert response["headers"]["location"] == "/api/service1/"
+
+
+def test_service1_items_after_migrate(service1_responses):
+    response = service1_responses["items"]
+    assert response["status"] == 200
+    data = json.loads(response["body"])
+    assert data["service"] == "service1"
+    assert data["count"] == 2
+    assert [item["name"] for item in data["items"]] == ["first", "second"]
+
+
+def test_service1_unknown_path(service1_responses):
+    assert service1_responses["missing"]["status"] == 404
+
+
+def test_service1_health_reports_database_failure(tmp_path):
+    # The data directory does not exist, so sqlite cannot open the database.
+    env = django_env(MICROSVC_DATA_DIR=tmp_path / "absent")
+    responses = run_django(
+        tmp_path, env, requests=[("health", "GET", "/health/")], migrate=False
+    )
+    assert responses["health"]["status"] == 503
+    assert json.loads(responses["health"]["body"])["status"] == "error"
+
+
+def test_service1_allowed_hosts_from_env(tmp_path):
+    env = django_env(
+        MICROSVC_DATA_DIR=tmp_path, DJANGO_ALLOWED_HOSTS="service1.example.org"
+    )
+    responses = run_django(
+        tmp_path, env, requests=[("health", "GET", "/health/")], migrate=False
+    )
+    # wsgiref's test environ sends Host: 127.0.0.1, which is not allowed.
+    assert responses["health"]["status"] == 400
+
+
+def test_service1_manage_check_and_migrations_in_sync(tmp_path):
+    env = django_env(MICROSVC_DATA_DIR=tmp_path)
+    check = run_in_release(["manage.py", "check"], env)
+    assert check.returncode == 0, check.stderr
+    assert "no issues" in check.stdout
+    # The committed migration matches the models.
+    makemigrations = run_in_release(
+        ["manage.py", "makemigrations", "--check", "--dry-run"], env
+    )
+    assert makemigrations.returncode == 0, makemigrations.stdout + makemigrations.stderr
+    assert "No changes detected" in makemigrations.stdout
+
+
+def test_service1_collectstatic(tmp_path):
+    # collectstatic runs in its own process, as the deployment runs it.
+    static_root = tmp_path / "static"
+    env = django_env(MICROSVC_DATA_DIR=tmp_path, MICROSVC_STATIC_ROOT=static_root)
+    proc = run_in_release(["manage.py", "collectstatic", "--noinput"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "service1" in (static_root / "api" / "style.css").read_text()
+
+
+def test_service1_collectstatic_needs_static_root_from_env(tmp_path):
+    proc = run_in_release(
+        ["manage.py", "collectstatic", "--noinput"],
+        django_env(MICROSVC_DATA_DIR=tmp_path),
+    )
+    assert proc.returncode != 0
+    assert "STATIC_ROOT" in proc.stderr
