@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 
 

@@ -9,7 +9,6 @@ import os
 import yaml
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
     Planner,

@@ -27,7 +27,6 @@ import re
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import SourceError, prepare_release
 

@@ -19,7 +19,6 @@ import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import cache_root
 
 # glibc-based manylinux tags accepted by every supported host (glibc 2.34 and newer).

@@ -37,7 +37,7 @@ options:
   base_dir:
     description:
       - Directory against which relative source paths are resolved (the role passes the inventory's
-        directory, so C(source: ../../samples/service1) works from any working directory).
+        directory, so a relative source path works from any working directory).
     type: path
   check_sources:
     description: Check that the sources of selected present services exist on the controller.

@@ -14,7 +14,7 @@ description:
     then starts the vassal, or reloads it gracefully (the socket stays open, requests queue).
   - When only the environment file changed (I(config_changed)), touches the ini so the emperor reloads
     the vassal and it re-reads the file.
-  - When only the code changed (I(code_changed)), touches the chain-reload file: uWSGI replaces the
+  - When only the code changed (I(code_changed)), touches the chain-reload file, and uWSGI replaces the
     workers one at a time, each loading the new release before the next one stops, so no request
     fails. Touching the ini for this would restart the whole vassal (uwsgi issue 2210).
   - Waits, through the vassal's stats socket, until every worker was replaced and accepts requests;

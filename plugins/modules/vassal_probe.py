@@ -146,9 +146,9 @@ def probe_service(svc):
     if not state["venv_present"]:
         needs.append("virtualenv %s missing" % svc["venv"])
     release_venv = os.path.join(root, "releases", release, ".venv")
-    if marker is not None and os.path.islink(release_venv):
-        if os.path.basename(os.readlink(release_venv)) != svc["venv"]:
-            needs.append("release linked to another virtualenv")
+    if (marker is not None and os.path.islink(release_venv)
+            and os.path.basename(os.readlink(release_venv)) != svc["venv"]):
+        needs.append("release linked to another virtualenv")
     live_ini = sha1_of(svc["ini_path"])
     state["ini_present"] = live_ini is not None
     state["ini_match"] = live_ini == svc["ini_sha1"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 
 try:  # ansible-core >= 2.19: template text must be marked as trusted
     from ansible.template import trust_as_template
@@ -35,7 +35,7 @@ class Renderer:
         if name not in self._cache:
             try:
                 path = self._action._find_needle("templates", name)
-            except Exception as exc:  # AnsibleError and friends
+            except AnsibleError as exc:
                 raise AnsibleActionFail("template %s not found: %s" % (name, exc)) from None
             data = self._action._loader.get_text_file_contents(path)
             self._cache[name] = (path, trust_as_template(data))

@@ -34,15 +34,16 @@ UWSGI_OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Options the vassal template owns; letting uwsgi_options override them would break
 # the layout, the privilege drop or the reload mechanism.
 RESERVED_UWSGI_OPTIONS = frozenset(
-    """
-    socket uwsgi-socket http-socket http https chmod-socket chown-socket uid gid
-    chdir home virtualenv venv pyhome module wsgi wsgi-file file pythonpath
-    python-path pp master processes workers threads enable-threads lazy-apps
-    lazy need-app die-on-term vacuum touch-chain-reload touch-reload stats
-    stats-server logto logto2 daemonize plugins plugin emperor manage-script-name
-    for-readline env hook-post-fork harakiri max-requests buffer-size mount
-    mountpoint strict uwsgi umask procname-prefix-spaced logfile-chown log-reopen
-    """.split()
+    [
+        "socket", "uwsgi-socket", "http-socket", "http", "https", "chmod-socket", "chown-socket", "uid",
+        "gid", "chdir", "home", "virtualenv", "venv", "pyhome", "module", "wsgi", "wsgi-file", "file",
+        "pythonpath", "python-path", "pp", "master", "processes", "workers", "threads", "enable-threads",
+        "lazy-apps", "lazy", "need-app", "die-on-term", "vacuum", "touch-chain-reload", "touch-reload",
+        "stats", "stats-server", "logto", "logto2", "daemonize", "plugins", "plugin", "emperor",
+        "manage-script-name", "for-readline", "env", "hook-post-fork", "harakiri", "max-requests",
+        "buffer-size", "mount", "mountpoint", "strict", "uwsgi", "umask", "procname-prefix-spaced",
+        "logfile-chown", "log-reopen",
+    ]
 )
 
 # Fields that make no sense as a default shared by all services.
@@ -178,6 +179,11 @@ class Planner:
     @staticmethod
     def _field_message(err):
         msg = str(err)
+        missing = re.match(r"missing required arguments: (.*?)(?: found in (\S+))?$", msg)
+        if missing:
+            fields = [f.strip() for f in missing.group(1).split(",")]
+            prefix = missing.group(2) + "." if missing.group(2) else ""
+            return "; ".join("field '%s%s': required" % (prefix, f) for f in fields)
         match = re.search(r"(?:argument|parameter|option) '([^']+)'(?: found in '([^']+)')?", msg)
         if match:
             field = match.group(1) if not match.group(2) else "%s.%s" % (match.group(2), match.group(1))
@@ -239,6 +245,12 @@ class Planner:
                 bad("env.%s" % key, "must be a string, number or boolean, got %s" % type(value).__name__)
             elif "\n" in str(value) or "\r" in str(value) or "\0" in str(value):
                 bad("env.%s" % key, "must be a single line")
+            elif any(seq in str(value) for seq in ("$(", "@(", "%(")):
+                bad(
+                    "env.%s" % key,
+                    "contains $(, @( or %%(, which uWSGI expands when it reads the environment file; "
+                    "the service would see another value",
+                )
         for key, value in svc["uwsgi_options"].items():
             if not UWSGI_OPTION_RE.match(str(key)):
                 bad("uwsgi_options", "%r is not a uWSGI option name" % key)
