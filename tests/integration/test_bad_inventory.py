@@ -1,0 +1,70 @@
+"""`ansible-playbook site.yml` with a bad service list fails in the validation play, naming the
+service and the field, before any host is contacted. No container is needed: the only host
+points at a container that does not exist, so any attempt to reach it would show as
+UNREACHABLE instead of the validation message."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PLAYBOOK = os.path.join(ROOT, "site.yml")
+BIN = os.path.dirname(sys.executable)
+
+
+def run_site(tmp_path, services, extra=None):
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "code").mkdir(exist_ok=True)
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"target": {
+        "ansible_connection": "community.docker.docker",
+        "ansible_host": "microsvc-test-no-such-container",
+    }}}}))
+    (inv / "group_vars" / "all" / "services.yml").write_text(yaml.safe_dump({"microsvc_services": services}))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", str(inv), PLAYBOOK] + (extra or [])
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+GOOD = {"name": "good", "source": "../code", "module": "app"}
+
+CASES = [
+    ("unsafe-name", [dict(GOOD, name="../evil")], "service '../evil': field 'name'"),
+    ("space-in-name", [dict(GOOD, name="a b")], "service 'a b': field 'name'"),
+    ("duplicate-name", [GOOD, dict(GOOD, route="/other/")], "service 'good': field 'name'"),
+    ("duplicate-route", [GOOD, dict(GOOD, name="twin", route="/api/good/")], "service 'twin': field 'route'"),
+    ("route-slashes", [dict(GOOD, route="api/good")], "service 'good': field 'route'"),
+    ("unknown-key", [dict(GOOD, colour="blue")], "service 'good': field 'colour'"),
+    ("wrong-type", [dict(GOOD, processes="lots")], "service 'good': field 'processes'"),
+]
+
+
+@pytest.mark.parametrize("services,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_list_fails_before_any_host_is_touched(tmp_path, services, expected):
+    proc = run_site(tmp_path, services)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "The service list is invalid; no host was changed." in out, out
+    assert expected in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
+
+
+def test_good_list_passes_validation_then_needs_the_host(tmp_path):
+    """The control case: the same setup with a valid list gets past validation and then
+    (only then) tries to reach the host."""
+    proc = run_site(tmp_path, [GOOD])
+    out = proc.stdout + proc.stderr
+    assert "The service list is invalid" not in out, out
+    assert "PLAY [Gateway]" in out, out
+    assert proc.returncode != 0 and ("UNREACHABLE" in out or "unreachable=1" in out or "FAILED" in out), out
+
+
+def test_unknown_selected_service(tmp_path):
+    proc = run_site(tmp_path, [GOOD], ["-e", "deploy_services=good,ghost"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "deploy_services: unknown service 'ghost'" in out, out
