@@ -1,0 +1,66 @@
+# Everything a fresh machine needs goes through these targets; see README.md.
+#   make demo   deploy the sample services into a local container and show them answering
+#   make test   lint, build, unit tests and every molecule scenario
+#   make bench  benchmarks (not part of make test)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Scenarios run by `make test`; override to run a subset: make molecule SCENARIOS=default
+SCENARIOS ?= $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml))
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL := dist/microsvc-deploy-$(VERSION).tar.gz
+
+.PHONY: help venv images lint build unit molecule test demo demo-clean bench clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+$(VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+images: venv
+	tools/ensure-docker
+	tools/base-image --suite bookworm
+	tools/base-image --suite trixie
+
+lint: venv
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check plugins roles tools tests molecule samples
+
+build: venv
+	rm -rf dist
+	ansible-galaxy collection build --output-path dist .
+	$(BIN)/python tests/check_build.py $(TARBALL)
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit tests/integration
+
+molecule: venv images
+	for s in $(SCENARIOS); do echo "== molecule test -s $$s"; molecule test -s $$s; done
+
+test: lint build unit molecule
+
+demo: venv
+	tools/ensure-docker
+	$(BIN)/python tools/demo
+
+demo-clean:
+	docker rm -f microsvc-demo >/dev/null 2>&1 || true
+
+bench: venv images
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf dist .pytest_cache
