@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import textwrap
+import time
 
 import yaml
 
@@ -77,3 +81,90 @@ def vassal_processes(host, name):
 def master_pid(host, name):
     masters = [p for p in vassal_processes(host, name) if "master" in p[3]]
     return masters[0][1] if masters else None
+
+
+# --- driving the playbooks from a test, as an operator edits the inventory ----------------
+
+DEMO_SETTINGS = os.path.join(PROJECT, "inventories", "demo", "group_vars", "all", "settings.yml")
+
+
+def write_inventory(directory, host, services, extra_vars=None):
+    """An inventory for one molecule instance, with the given service list: the test's
+    equivalent of an operator editing group_vars."""
+    all_vars = os.path.join(directory, "group_vars", "all")
+    os.makedirs(all_vars, exist_ok=True)
+    with open(os.path.join(directory, "hosts.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"all": {"hosts": {host: {
+            "ansible_connection": "community.docker.docker",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }}}}, handle)
+    with open(DEMO_SETTINGS, encoding="utf-8") as handle:
+        settings = yaml.safe_load(handle)
+    settings["microsvc_samples_dir"] = os.path.join(PROJECT, "samples")
+    settings.update(extra_vars or {})
+    with open(os.path.join(all_vars, "settings.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(settings, handle)
+    with open(os.path.join(all_vars, "services.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"microsvc_services": services}, handle)
+    return directory
+
+
+def run_playbook(inventory, playbook="playbooks/site.yml", args=()):
+    """Run a playbook of this checkout from the controller; returns (rc, text output)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="yaml")
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    cmd = [os.path.join(bindir, "ansible-playbook"), "-i", inventory, os.path.join(PROJECT, playbook)]
+    proc = subprocess.run(cmd + list(args), cwd=PROJECT, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def recap_changed(output):
+    """changed= of the PLAY RECAP line."""
+    match = re.search(r"changed=(\d+)", output.split("PLAY RECAP")[-1])
+    return int(match.group(1)) if match else None
+
+
+LOADGEN = os.path.join(PROJECT, "tools", "loadgen.py")
+
+
+class Load:
+    """Bounded load inside the container against its own loopback, in the background."""
+
+    def __init__(self, host, paths, concurrency=6, duration=120, name="load"):
+        self.host = host
+        self.name = name
+        self.out = "/tmp/%s.json" % name
+        self.stop = "/tmp/%s.stop" % name
+        self.ready = "/tmp/%s.ready" % name
+        with open(LOADGEN, encoding="utf-8") as handle:
+            script = handle.read()
+        host.run("rm -f %s %s %s" % (self.out, self.stop, self.ready))
+        put = host.run("cat > /tmp/loadgen.py <<'MICROSVC_EOF'\n%sMICROSVC_EOF" % script)
+        assert put.rc == 0, put.stderr
+        urls = " ".join("--url http://127.0.0.1%s" % p for p in paths)
+        cmd = ("nohup python3 /tmp/loadgen.py %s --concurrency %d --duration %d --stop-file %s "
+               "--ready-file %s --output %s >/tmp/%s.log 2>&1 &"
+               % (urls, concurrency, duration, self.stop, self.ready, self.out, name))
+        started = host.run("sh -c %s" % _quote(cmd))
+        assert started.rc == 0, started.stderr
+
+    def __enter__(self):
+        deadline = time.time() + 15
+        while not self.host.file(self.ready).exists:
+            assert time.time() < deadline, "load generator did not start"
+            time.sleep(0.2)
+        time.sleep(2)  # a little steady state before the change under test
+        return self
+
+    def __exit__(self, *exc):
+        self.host.run("touch %s" % self.stop)
+
+    def result(self, timeout=60):
+        deadline = time.time() + timeout
+        while not self.host.file(self.out).exists:
+            assert time.time() < deadline, "load generator did not finish"
+            time.sleep(0.5)
+        return json.loads(self.host.file(self.out).content_string)

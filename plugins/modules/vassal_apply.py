@@ -30,7 +30,9 @@ options:
     type: path
     required: true
   ini_content:
-    description: Wanted content of the vassal ini (required with C(state=present)).
+    description:
+      - Wanted content of the vassal ini. When not given, the ini is left as it is (a rollback only
+        reloads the code).
     type: str
   state:
     description:
@@ -175,7 +177,7 @@ def main():
             log_file=dict(type="path"),
             timeout=dict(type="int", default=90),
         ),
-        required_if=[("state", "present", ("ini_content", "reload_file"))],
+        required_if=[("state", "present", ("reload_file",))],
         supports_check_mode=True,
     )
     p = module.params
@@ -189,7 +191,10 @@ def main():
     except FileNotFoundError:
         live_ini = None
 
-    if live_ini != p["ini_content"]:
+    wanted_ini = live_ini if p["ini_content"] is None else p["ini_content"]
+    if wanted_ini is None:
+        module.fail_json(msg="service '%s': no vassal ini at %s" % (p["name"], p["ini_path"]))
+    if live_ini != wanted_ini:
         action = "start" if (live_ini is None or before is None) else "reload"
     elif p["config_changed"]:
         action = "reload"
@@ -203,14 +208,14 @@ def main():
                          master_pid=(before or {}).get("pid"))
 
     result = dict(changed=True, action=action, old_workers=old)
-    if module._diff and live_ini != p["ini_content"]:
+    if module._diff and live_ini != wanted_ini:
         result["diff"] = dict(before_header=p["ini_path"], after_header=p["ini_path"],
-                              before=live_ini or "", after=p["ini_content"])
+                              before=live_ini or "", after=wanted_ini)
     if module.check_mode:
         module.exit_json(new_workers=old, master_pid=(before or {}).get("pid"), **result)
 
-    if action in ("start", "reload") and live_ini != p["ini_content"]:
-        write_atomic(p["ini_path"], p["ini_content"])
+    if action in ("start", "reload") and live_ini != wanted_ini:
+        write_atomic(p["ini_path"], wanted_ini)
     elif action == "reload":
         touch(p["ini_path"])
     elif action == "chain-reload":

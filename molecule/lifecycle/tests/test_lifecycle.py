@@ -1,0 +1,233 @@
+"""Per-service lifecycle on one host: add, redeploy under load, break, roll back, remove.
+
+The scenario converges the four demo services; these tests then act as an operator does:
+edit the service list (a fresh inventory per step, pointing at copies of the sample code)
+and run site.yml or rollback.yml from the controller. The tests run in file order; each
+step starts from the state the previous one left.
+"""
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+from microsvc_checks import (  # noqa: E402
+    PROJECT,
+    Load,
+    demo_services,
+    http,
+    master_pid,
+    recap_changed,
+    run_playbook,
+    vassal_processes,
+    write_inventory,
+)
+
+HOST = "microsvc-lifecycle"
+OTHERS = ["service1", "service3", "service4"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lifecycle")
+
+
+@pytest.fixture(scope="module")
+def code(workdir):
+    """Editable copies of the sample code, as an operator's working trees."""
+    base = workdir / "code"
+    for name in ("service1", "service2"):
+        shutil.copytree(os.path.join(PROJECT, "samples", name), base / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "data-local"))
+    (base / "service5").mkdir()
+    (base / "service5" / "hello.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'service5: added by an inventory edit\\n']\n")
+    return base
+
+
+@pytest.fixture(scope="module")
+def state():
+    """Expectations carried from one step to the next."""
+    return {}
+
+
+def services_with(changes=(), drop=(), add=()):
+    services = [dict(s) for s in demo_services() if s["name"] not in drop]
+    for name, fields in changes:
+        for svc in services:
+            if svc["name"] == name:
+                svc.update(fields)
+    return services + list(add)
+
+
+def deploy(workdir, step, services, args=(), playbook="playbooks/site.yml"):
+    inv = write_inventory(str(workdir / ("inv-" + step)), HOST, services)
+    return run_playbook(inv, playbook, args)
+
+
+def service5(code):
+    return {"name": "service5", "source": str(code / "service5"), "module": "hello", "health": {"path": ""}}
+
+
+def masters(host, names):
+    return {name: master_pid(host, name) for name in names}
+
+
+def set_body(code, text):
+    app = code / "service2" / "app.py"
+    source = app.read_text()
+    start = source.index('lines = ["') + len('lines = ["')
+    end = source.index('"]', start)
+    app.write_text(source[:start] + text + source[end:])
+
+
+def test_adding_a_service_by_inventory_edit_leaves_the_others_alone(host, workdir, code, state):
+    before = masters(host, ["service1", "service2", "service3", "service4"])
+    assert all(before.values()), before
+    rc, out = deploy(workdir, "add", services_with(add=[service5(code)]))
+    assert rc == 0, out
+    resp = http(host, "/api/service5/")
+    assert resp["status"] == 200 and "service5: added by an inventory edit" in resp["body"], resp
+    assert masters(host, before) == before
+    state["service5"] = service5(code)
+
+
+def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
+    set_body(code, "service2: release B")
+    services = services_with(changes=[("service2", {"source": str(code / "service2")})], add=[state["service5"]])
+    before = masters(host, ["service1", "service2", "service3", "service4", "service5"])
+    with Load(host, ["/api/service2/", "/api/service4/"], concurrency=6, duration=120) as load:
+        rc, out = deploy(workdir, "release-b", services, ["-e", "deploy_services=service2"])
+    result = load.result()
+    assert rc == 0, out
+    for path in ("/api/service2/", "/api/service4/"):
+        stats = result["urls"]["http://127.0.0.1" + path]
+        assert stats["requests"] > 100, stats
+        assert stats["errors"] == 0, stats
+        assert stats["non_2xx"] == 0, stats
+    bodies = result["urls"]["http://127.0.0.1/api/service2/"]["bodies"]
+    assert any("release B" in b for b in bodies) and any("plain WSGI app" in b for b in bodies), bodies
+    assert "release B" in http(host, "/api/service2/")["body"]
+    # A chain reload replaces workers, not the vassal: every master, service2's included, stayed.
+    assert masters(host, before) == before
+    # Only service2's work was done: the gateway did not change and no other service was deployed.
+    assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx]" not in out
+    for other in ("service1", "service3", "service4", "service5"):
+        assert "Deploy %s" % other not in out
+    state["release_b_services"] = services
+
+
+def test_code_only_deploy_reuses_the_virtualenv(host, workdir, code, state):
+    venvs_before = host.check_output("ls /opt/www/service1/venvs")
+    marker_before = host.check_output("stat -c %Y /opt/www/service1/venvs/*/.microsvc-venv")
+    views = code / "service1" / "api" / "views.py"
+    views.write_text(views.read_text().replace('"framework": "django"', '"framework": "django (code-only deploy)"'))
+    services = [dict(s) for s in state["release_b_services"]]
+    for svc in services:
+        if svc["name"] == "service1":
+            svc["source"] = str(code / "service1")
+    rc, out = deploy(workdir, "service1-code", services, ["-e", "deploy_services=service1"])
+    assert rc == 0, out
+    assert "code-only deploy" in http(host, "/api/service1/")["body"]
+    assert host.check_output("ls /opt/www/service1/venvs") == venvs_before
+    assert host.check_output("stat -c %Y /opt/www/service1/venvs/*/.microsvc-venv") == marker_before
+    for task in ("Create the virtualenv]", "Install the requirements into the virtualenv]"):
+        section = out.split(task, 1)[-1].split("TASK [", 1)[0] if task in out else ""
+        assert "changed:" not in section and "ok:" not in section, out
+    state["release_b_services"] = services
+
+
+def test_broken_release_fails_naming_the_service_and_old_code_keeps_serving(host, workdir, code, state):
+    others = masters(host, OTHERS)
+    good = (code / "service2" / "app.py").read_text()
+    (code / "service2" / "app.py").write_text("import module_that_does_not_exist\n" + good)
+    try:
+        rc, out = deploy(workdir, "broken", state["release_b_services"], ["-e", "deploy_services=service2"])
+    finally:
+        (code / "service2" / "app.py").write_text(good)
+    assert rc != 0
+    assert "service 'service2'" in out and "module_that_does_not_exist" in out, out
+    assert "release B" in http(host, "/api/service2/")["body"]
+    assert masters(host, OTHERS) == others
+    for name in OTHERS:
+        assert http(host, "/api/%s/" % name)["status"] == 200
+
+
+def test_unhealthy_release_is_rolled_back(host, workdir, code, state):
+    good = (code / "service2" / "app.py").read_text()
+    current_before = host.check_output("readlink /opt/www/service2/current")
+    (code / "service2" / "app.py").write_text(good.replace('"/health": lambda: "ok\\n"', '"/health": None'))
+    assert good != (code / "service2" / "app.py").read_text()
+    try:
+        rc, out = deploy(workdir, "unhealthy", state["release_b_services"], ["-e", "deploy_services=service2"])
+    finally:
+        (code / "service2" / "app.py").write_text(good)
+    assert rc != 0
+    assert "service 'service2'" in out and "health check saw HTTP 404" in out, out
+    assert "Rolled back to release" in out and "healthy again" in out, out
+    assert host.check_output("readlink /opt/www/service2/current") == current_before
+    assert "release B" in http(host, "/api/service2/")["body"]
+
+
+def test_rollback_playbook_returns_to_the_previous_release(host, workdir, state):
+    rc, out = deploy(workdir, "rollback", state["release_b_services"], ["-e", "service=service2"],
+                     playbook="playbooks/rollback.yml")
+    assert rc == 0, out
+    body = http(host, "/api/service2/")["body"]
+    assert "plain WSGI app" in body and "release B" not in body
+    # site.yml puts back what the inventory says.
+    rc, out = deploy(workdir, "release-b-again", state["release_b_services"], ["-e", "deploy_services=service2"])
+    assert rc == 0, out
+    assert "release B" in http(host, "/api/service2/")["body"]
+
+
+def test_removing_a_service_stops_it_and_its_route_only(host, workdir, state):
+    services = [dict(s) for s in state["release_b_services"]]
+    for svc in services:
+        if svc["name"] == "service3":
+            svc["state"] = "absent"
+    others = masters(host, ["service1", "service2", "service4", "service5"])
+    rc, out = deploy(workdir, "remove", services)
+    assert rc == 0, out
+    assert http(host, "/api/service3/")["status"] == 404
+    assert not host.file("/opt/www/service3/uwsgi.sock").exists
+    assert not host.file("/etc/uwsgi/vassals/service3.ini").exists
+    assert not host.file("/etc/nginx/microsvc/routes/service3.conf").exists
+    assert not host.file("/etc/nginx/microsvc/upstreams/service3.conf").exists
+    assert vassal_processes(host, "service3") == []
+    assert host.file("/opt/www/service3/current").exists  # code stays without purge
+    assert masters(host, others) == others
+    for name in others:
+        assert http(host, "/api/%s/" % name)["status"] == 200
+    # Running again changes nothing.
+    rc, out = deploy(workdir, "remove-again", services)
+    assert rc == 0 and recap_changed(out) == 0, out
+    state["after_remove"] = services
+
+
+def test_purge_removes_code_and_user(host, workdir, state):
+    services = [dict(s) for s in state["after_remove"]]
+    for svc in services:
+        if svc["name"] == "service3":
+            svc["purge"] = True
+    rc, out = deploy(workdir, "purge", services)
+    assert rc == 0, out
+    assert not host.file("/opt/www/service3").exists
+    assert not host.user("service3").exists
+
+
+def test_service_dropped_from_the_list_is_removed_by_set_difference(host, workdir, state):
+    services = [s for s in state["after_remove"] if s["name"] != "service5"]
+    rc, out = deploy(workdir, "drop", services)
+    assert rc == 0, out
+    assert http(host, "/api/service5/")["status"] == 404
+    assert not host.file("/etc/uwsgi/vassals/service5.ini").exists
+    assert not host.file("/etc/nginx/microsvc/routes/service5.conf").exists
+    assert vassal_processes(host, "service5") == []
+    assert host.file("/opt/www/service5").exists  # never purged without being asked
+    assert sorted(host.check_output("ls /etc/nginx/microsvc/routes").split()) == [
+        "service1.conf", "service2.conf", "service4.conf"]
