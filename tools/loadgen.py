@@ -26,7 +26,7 @@ def percentile(values, pct):
     if not values:
         return None
     values = sorted(values)
-    index = min(len(values) - 1, max(0, int(round(pct / 100.0 * len(values) + 0.5)) - 1))
+    index = min(len(values) - 1, max(0, round(pct / 100.0 * len(values) + 0.5) - 1))
     return values[index]
 
 
@@ -98,7 +98,7 @@ def main(argv=None):
     duration = min(args.duration, 300.0)
     for url in args.url:
         host = urllib.parse.urlsplit(url).hostname or ""
-        if not (host.startswith("127.") or host == "localhost" or host.startswith("microsvc-")):
+        if not (host.startswith(("127.", "microsvc-")) or host == "localhost"):
             parser.error("refusing to load %s: only loopback or the project's own test containers" % url)
     stats = Stats(args.url)
     started = time.time()

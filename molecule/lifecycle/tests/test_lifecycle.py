@@ -13,7 +13,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import (  # noqa: E402
+from microsvc_checks import (
     PROJECT,
     Load,
     demo_services,
