@@ -7,8 +7,14 @@ project's own test containers), for a fixed maximum duration:
     python3 loadgen.py --url http://127.0.0.1/api/service2/ --url http://127.0.0.1/api/service4/ \
         --concurrency 8 --duration 30 --stop-file /tmp/load.stop --output /tmp/load.json
 
-Each worker thread keeps one request in flight, cycling over the URLs. It stops after
---duration seconds or as soon as --stop-file exists. The JSON summary counts, per URL,
+Each worker thread keeps one request in flight over a keep-alive connection, cycling over
+the URLs. It stops after --duration seconds or as soon as --stop-file exists.
+
+Like browsers and HTTP libraries (RFC 9112, 9.3.1), a request that fails on a *reused*
+keep-alive connection before any response byte arrived is retried once on a new connection:
+a server may close an idle keep-alive connection at any time (nginx does on every reload).
+Those retries are counted apart ("stale_retries"); any failure on a fresh connection, or a
+second failure, is an error. The JSON summary counts, per URL,
 responses by status, socket-level errors (refused, reset, timeout) and latency percentiles,
 and keeps the distinct bodies seen (bounded), so a test can tell which release answered.
 """
@@ -34,7 +40,8 @@ class Stats:
     def __init__(self, urls):
         self.lock = threading.Lock()
         self.per_url = {
-            url: {"requests": 0, "status": {}, "errors": {}, "latencies": [], "bodies": {}, "last_body": None}
+            url: {"requests": 0, "status": {}, "errors": {}, "latencies": [], "bodies": {}, "last_body": None,
+                  "stale_retries": 0}
             for url in urls
         }
 
@@ -54,6 +61,9 @@ class Stats:
                 entry["last_body"] = key
 
 
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 def worker(urls, stats, deadline, stop_file, timeout, offset):
     conns = {}
     i = offset
@@ -64,23 +74,28 @@ def worker(urls, stats, deadline, stop_file, timeout, offset):
         key = (parts.hostname, parts.port)
         path = parts.path + ("?" + parts.query if parts.query else "")
         started = time.perf_counter()
-        try:
+        for attempt in (1, 2):
             conn = conns.get(key)
-            if conn is None:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-                conns[key] = conn
-            conn.request("GET", path, headers={"Connection": "keep-alive"})
-            resp = conn.getresponse()
-            body = resp.read().decode("utf-8", "replace")
-            stats.record(url, resp.status, time.perf_counter() - started, body=body)
-            if resp.getheader("Connection", "").lower() == "close":
-                conn.close()
-                conns.pop(key, None)
-        except (OSError, http.client.HTTPException) as exc:
-            stats.record(url, None, time.perf_counter() - started, error=type(exc).__name__)
-            conn = conns.pop(key, None)
-            if conn is not None:
-                conn.close()
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+                    conns[key] = conn
+                conn.request("GET", path, headers={"Connection": "keep-alive"})
+                resp = conn.getresponse()
+                body = resp.read().decode("utf-8", "replace")
+                stats.record(url, resp.status, time.perf_counter() - started, body=body)
+                if resp.getheader("Connection", "").lower() == "close":
+                    conns.pop(key).close()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                conns.pop(key, conn).close()
+                if attempt == 1 and reused and isinstance(exc, STALE):
+                    with stats.lock:
+                        stats.per_url[url]["stale_retries"] += 1
+                    continue
+                stats.record(url, None, time.perf_counter() - started, error=type(exc).__name__)
+                break
     for conn in conns.values():
         conn.close()
 
@@ -130,6 +145,7 @@ def main(argv=None):
             "p50_ms": percentile(lat, 50) * 1000 if lat else None,
             "p99_ms": percentile(lat, 99) * 1000 if lat else None,
             "max_ms": max(lat) * 1000 if lat else None,
+            "stale_retries": entry["stale_retries"],
             "bodies": entry["bodies"],
             "last_body": entry["last_body"],
         }

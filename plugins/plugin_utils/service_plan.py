@@ -28,6 +28,7 @@ MODULE_RE = re.compile(
 )
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
+RATE_RE = re.compile(r"^[1-9][0-9]*r/[sm]$")
 REL_URL_RE = re.compile(r"^(?:[A-Za-z0-9._~-]+/)*[A-Za-z0-9._~-]*$")
 UWSGI_OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -220,6 +221,14 @@ class Planner:
             bad("keep_releases", "must be at least 2 so that a rollback has a release to return to")
         if svc["client_max_body_size"] is not None and not SIZE_RE.match(svc["client_max_body_size"]):
             bad("client_max_body_size", "%r is not an nginx size such as 75M, 512k or 0" % svc["client_max_body_size"])
+        for key in ("read_timeout", "send_timeout"):
+            if svc[key] is not None and svc[key] < 1:
+                bad(key, "must be at least 1 second, got %d" % svc[key])
+        if svc["rate_limit"]:
+            if not RATE_RE.match(svc["rate_limit"]["rate"]):
+                bad("rate_limit.rate", "%r is not an nginx rate such as 10r/s or 600r/m" % svc["rate_limit"]["rate"])
+            if svc["rate_limit"]["burst"] < 0:
+                bad("rate_limit.burst", "must be 0 or more")
         health = svc["health"]
         if not REL_URL_RE.match(health["path"]):
             bad("health.path", "%r must be a path below the route, without a leading '/'" % health["path"])

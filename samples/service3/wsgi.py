@@ -1,7 +1,8 @@
 """service3: a JSON WSGI app loaded as a file (``wsgi_file: wsgi.py``), standard library only.
 
 ``/echo`` shows what the app received after the gateway and uWSGI split the route off
-(SCRIPT_NAME) from the rest of the path (PATH_INFO); ``/redirect`` builds its Location from
+(SCRIPT_NAME) from the rest of the path (PATH_INFO), and the X-Forwarded-*/X-Real-IP headers
+the gateway set; ``/redirect`` builds its Location from
 SCRIPT_NAME, the way any app must when it is served below a prefix.
 """
 
@@ -39,6 +40,10 @@ def _handle(environ, method, path):
             "path_info": environ.get("PATH_INFO", ""),
             "query_string": environ.get("QUERY_STRING", ""),
             "body_length": _body_length(environ),
+            # What the gateway says about the client (it sets these itself).
+            "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
+            "forwarded_proto": environ.get("HTTP_X_FORWARDED_PROTO"),
+            "real_ip": environ.get("HTTP_X_REAL_IP"),
         }
         return "200 OK", seen, []
     index = {

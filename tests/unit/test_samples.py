@@ -245,6 +245,9 @@ def test_service3_echo_shows_prefix_split(service3):
         "path_info": "/echo",
         "query_string": "x=1&y=two",
         "body_length": 0,
+        "forwarded_for": None,
+        "forwarded_proto": None,
+        "real_ip": None,
     }
 
 

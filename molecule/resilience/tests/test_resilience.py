@@ -1,0 +1,144 @@
+"""Faults on a converged host: what dies comes back by itself, and nothing else fails.
+
+While a fault is injected into one service (or into the emperor or nginx), a bounded load
+runs inside the container against its own loopback on the services that are not hit;
+they must not see a single error.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+from microsvc_checks import (
+    Load,
+    demo_services,
+    http,
+    master_pid,
+    run_playbook,
+    vassal_processes,
+    write_inventory,
+)
+
+HOST = "microsvc-resilience"
+SERVICES = demo_services()
+NAMES = [s["name"] for s in SERVICES]
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return time.time() - (deadline - timeout)
+        time.sleep(0.5)
+    pytest.fail("%s did not happen within %ds" % (what, timeout))
+
+
+def answers(host, name):
+    return http(host, "/api/%s/" % name)["status"] == 200
+
+
+def all_answer(host):
+    return all(answers(host, n) for n in NAMES)
+
+
+def assert_no_failure(result, paths):
+    for path in paths:
+        stats = result["urls"]["http://127.0.0.1" + path]
+        assert stats["requests"] > 20, stats
+        assert stats["errors"] == 0 and stats["non_2xx"] == 0, stats
+
+
+def test_killed_workers_then_master_come_back_and_others_never_fail(host):
+    others = ["/api/service1/", "/api/service4/"]
+    with Load(host, others, concurrency=4, duration=120, name="workers") as load:
+        workers = [pid for _u, pid, _pp, args in vassal_processes(host, "service2") if "worker" in args]
+        assert workers
+        host.run("kill -9 %s" % " ".join(map(str, workers)))
+        took = wait_until(lambda: answers(host, "service2"), 20, "service2 answering after its workers died")
+        old_master = master_pid(host, "service2")
+        host.run("kill -9 %d" % old_master)
+        took = max(took, wait_until(
+            lambda: master_pid(host, "service2") not in (None, old_master) and answers(host, "service2"),
+            30, "service2 answering after its master died"))
+    assert_no_failure(load.result(), others)
+    assert took < 30
+
+
+def test_killed_emperor_is_restarted_with_every_service(host):
+    old = host.check_output("systemctl show -p MainPID --value uwsgi-emperor")
+    host.run("kill -9 %s" % old)
+    wait_until(lambda: host.check_output("systemctl show -p MainPID --value uwsgi-emperor") not in ("0", old),
+               30, "systemd restarting the emperor")
+    wait_until(lambda: all_answer(host), 60, "every service answering after the emperor was killed")
+    assert host.service("uwsgi-emperor").is_running
+
+
+CRASHER = '''\
+try:
+    import uwsgi  # only importable inside uWSGI, so the pre-switch import check passes
+except ImportError:
+    uwsgi = None
+if uwsgi is not None:
+    raise RuntimeError("crasher: dies whenever uWSGI starts it")
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"never served"]
+'''
+
+
+def test_service_crashing_at_start_fails_the_play_is_throttled_and_hurts_no_one(host, tmp_path):
+    code = tmp_path / "crasher"
+    code.mkdir()
+    (code / "crasher.py").write_text(CRASHER)
+    crasher = {"name": "crasher", "source": str(code), "module": "crasher"}
+    inv = write_inventory(str(tmp_path / "inv"), HOST, SERVICES + [crasher], {"uwsgi_vassal_reload_timeout": 30})
+    paths = ["/api/%s/" % n for n in NAMES]
+    with Load(host, paths, concurrency=4, duration=240, name="crash") as load:
+        started = time.time()
+        rc, out = run_playbook(inv, args=["-e", "deploy_services=crasher"])
+        # The play fails, naming the service and showing the cause from the service's log.
+        assert rc != 0
+        assert "service 'crasher'" in out and "crasher: dies whenever uWSGI starts it" in out, out
+        # The emperor keeps restarting it, but throttled: no hot loop.
+        time.sleep(max(0, 40 - (time.time() - started)))
+        starts = host.file("/opt/www/crasher/shared/log/uwsgi.log").content_string.count("*** Starting uWSGI")
+        assert 2 <= starts <= 8, starts
+    assert_no_failure(load.result(), paths)
+    assert http(host, "/api/crasher/")["status"] == 502
+    # Remove it again.
+    rc, out = run_playbook(write_inventory(str(tmp_path / "inv2"), HOST, SERVICES + [dict(crasher, state="absent")]))
+    assert rc == 0, out
+    assert not host.file("/etc/uwsgi/vassals/crasher.ini").exists
+    assert http(host, "/api/crasher/")["status"] == 404
+
+
+def test_killed_nginx_is_restarted_by_systemd(host):
+    old = host.check_output("systemctl show -p MainPID --value nginx")
+    host.run("kill -9 %s" % old)
+    wait_until(lambda: host.check_output("systemctl show -p MainPID --value nginx") not in ("0", old),
+               20, "systemd restarting nginx")
+    wait_until(lambda: all_answer(host), 20, "every route answering after nginx was killed")
+
+
+def test_stopped_nginx_is_started_by_the_next_run(host, tmp_path):
+    host.run("systemctl stop nginx")
+    assert http(host, "/api/service2/")["status"] == -1
+    rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, SERVICES))
+    assert rc == 0, out
+    assert host.service("nginx").is_running
+    assert all_answer(host)
+
+
+def test_every_route_answers_after_the_host_restarts(host):
+    subprocess.run(["docker", "restart", "--time", "30", HOST], check=True, capture_output=True)
+    wait_until(lambda: host.run("systemctl is-system-running").stdout.strip() in ("running", "degraded"),
+               90, "systemd booting")
+    wait_until(lambda: all_answer(host), 60, "every route answering after a restart")
+    for name in NAMES:
+        assert {u for u, _p, _pp, _a in vassal_processes(host, name)} == {name}
