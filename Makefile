@@ -13,6 +13,9 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Scenarios run by `make test`; override to run a subset: make molecule SCENARIOS=default
 SCENARIOS ?= $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml))
+# Every scenario runs on Debian 12; the default scenario also on these images (Debian 13).
+# When MICROSVC_IMAGE is set (a CI matrix), only that image is used.
+EXTRA_IMAGES ?= $(if $(MICROSVC_IMAGE),,microsvc-test/debian:trixie)
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := dist/microsvc-deploy-$(VERSION).tar.gz
 
@@ -38,6 +41,9 @@ lint: venv
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check plugins roles tools tests molecule samples
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	zizmor --offline .github/workflows/
+	tools/gen-docs --check
 
 build: venv
 	rm -rf dist
@@ -49,6 +55,8 @@ unit: venv
 
 molecule: venv images
 	for s in $(SCENARIOS); do echo "== molecule test -s $$s"; molecule test -s $$s; done
+	for image in $(EXTRA_IMAGES); do echo "== molecule test -s default on $$image"; \
+		MICROSVC_IMAGE=$$image molecule test -s default; done
 
 test: lint build unit molecule
 

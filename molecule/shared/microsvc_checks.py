@@ -34,7 +34,7 @@ _HTTP = textwrap.dedent(
     opener = urllib.request.build_opener(NoRedirect, tls)
     req = urllib.request.Request(url, method=method, headers=headers)
     try:
-        resp = opener.open(req, timeout=10)
+        resp = opener.open(req, timeout=30)
         status, hdrs, body = resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         status, hdrs, body = exc.code, dict(exc.headers), exc.read()

@@ -13,6 +13,7 @@ Task arguments:
   cache_dir:     controller cache for releases (default ~/.cache/microsvc)
   force:         deploy every selected service even when nothing differs
   plugin_python: the uWSGI plugin's Python version (x.y.z) for the per-service check
+  default_python: interpreter for services that name none (the platform's)
   root:          directory holding the services (for services no longer listed)
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
@@ -47,11 +48,12 @@ class ActionModule(ActionBase):
         absent = args.get("absent") or []
         vassals_dir = args["vassals_dir"]
         renderer = Renderer(self, task_vars)
+        default_python = args.get("default_python") or "/usr/bin/python3"
         wanted = {}
         errors = []
         for svc in services:
             try:
-                rel = prepare_release(svc, args.get("cache_dir"))
+                rel = prepare_release(svc, args.get("cache_dir"), python=default_python)
             except SourceError as exc:
                 errors.append("service '%s': field 'source': %s" % (svc["name"], exc))
                 continue
@@ -62,6 +64,7 @@ class ActionModule(ActionBase):
             wanted[svc["name"]] = dict(
                 rel,
                 name=svc["name"],
+                python=svc["python"] or default_python,
                 ini_path=ini_path,
                 ini_content=ini,
                 ini_sha1=_sha1(ini),
@@ -75,7 +78,7 @@ class ActionModule(ActionBase):
             listed=list(args.get("listed") or []),
             services=[
                 dict(
-                    name=s["name"], root=s["root"], user=s["user"], python=s["python"],
+                    name=s["name"], root=s["root"], user=s["user"], python=s["python"] or default_python,
                     release=wanted[s["name"]]["release"], venv=wanted[s["name"]]["venv"],
                     ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
                     env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
@@ -104,11 +107,13 @@ class ActionModule(ActionBase):
             if plugin_python and version and version.split(".")[:2] != plugin_python.split(".")[:2]:
                 mismatched.append(
                     "service '%s': field 'python': %s is Python %s but the uWSGI plugin runs Python %s; "
-                    "the vassal would die at start" % (svc["name"], svc["python"], version, plugin_python)
+                    "the vassal would die at start" % (svc["name"], svc["python"] or default_python, version,
+                                                       plugin_python)
                 )
             elif not version:
                 mismatched.append(
-                    "service '%s': field 'python': %s does not run on the host" % (svc["name"], svc["python"])
+                    "service '%s': field 'python': %s does not run on the host"
+                    % (svc["name"], svc["python"] or default_python)
                 )
             reasons = list(state["needs"])
             if args.get("force") and not reasons:

@@ -18,6 +18,7 @@ import difflib
 import os
 import posixpath
 import re
+import zlib
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
@@ -309,9 +310,11 @@ class Planner:
         for line in svc["requirements"]:
             if "\n" in line or line.strip().startswith("-"):
                 bad("requirements", "%r: give one requirement specifier per item, no pip options" % line)
+        if svc.get("port") is not None and not 1024 <= svc["port"] <= 65535:
+            bad("port", "must be between 1024 and 65535, got %d" % svc["port"])
         if svc.get("socket") is not None and not svc["socket"].startswith("/"):
             bad("socket", "%r must be an absolute path" % svc["socket"])
-        if not svc["python"].startswith("/"):
+        if svc["python"] is not None and not svc["python"].startswith("/"):
             bad("python", "%r must be an absolute path on the host" % svc["python"])
 
     @staticmethod
@@ -331,6 +334,8 @@ class Planner:
         svc["user"] = name
         svc["group"] = name
         svc["socket"] = posixpath.normpath(svc.get("socket") or posixpath.join(root, "uwsgi.sock"))
+        # Used only where the service listens on TCP (app hosts apart from the gateway).
+        svc["port"] = svc.get("port") or 9000 + zlib.crc32(name.encode("utf-8")) % 1000
         svc["stats_socket"] = posixpath.join(root, "run", "stats.sock")
         svc["env_file"] = posixpath.join(root, "env")
         svc["reload_file"] = posixpath.join(root, "run", "chain-reload")
@@ -395,7 +400,7 @@ class Planner:
 
     def _check_across(self, services, errors):
         seen = {}
-        for key, field in (("name", "name"), ("route", "route"), ("socket", "socket")):
+        for key, field in (("name", "name"), ("route", "route"), ("socket", "socket"), ("port", "port")):
             seen = {}
             for svc in services:
                 value = svc[key]

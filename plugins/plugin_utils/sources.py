@@ -194,8 +194,12 @@ def unpack_archive(name, path, cache):
     return dest
 
 
-def prepare_release(svc, cache=None):
-    """Return the release description of a present service (computed on the controller)."""
+def prepare_release(svc, cache=None, python=None):
+    """Return the release description of a present service (computed on the controller).
+
+    ``python`` is the interpreter that builds the virtualenv (the service's own, or the
+    platform's default)."""
+    python = svc.get("python") or python
     cache = cache_root(cache)
     src = svc["source"]
     revision = None
@@ -216,7 +220,7 @@ def prepare_release(svc, cache=None):
     if svc["requirements"]:
         requirements = requirements.rstrip("\n") + ("\n" if requirements.strip() else "")
         requirements += "\n".join(svc["requirements"]) + "\n"
-    venv_key = hashlib.sha256(("%s\0%s" % (svc["python"], requirements)).encode("utf-8")).hexdigest()[:12]
+    venv_key = hashlib.sha256(("%s\0%s" % (python, requirements)).encode("utf-8")).hexdigest()[:12]
     # The release id covers the code and the virtualenv it runs with, so a release
     # directory never needs to be relinked to another virtualenv.
     digest = tree_digest(tree, exclude, extra=venv_key.encode("ascii"))

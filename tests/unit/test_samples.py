@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -326,6 +327,7 @@ def test_service4_pid(service4):
     assert call(service4, "service4", "/pid").json() == {
         "service": "service4",
         "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
 
 

@@ -81,6 +81,8 @@ INVALID = [
     ("rate-limit-syntax", [ok(rate_limit={"rate": "10 per second"})], "'svc'", "'rate_limit.rate'"),
     ("rate-limit-without-rate", [ok(rate_limit={"burst": 5})], "'svc'", "'rate_limit.rate'"),
     ("read-timeout-zero", [ok(read_timeout=0)], "'svc'", "'read_timeout'"),
+    ("port-privileged", [ok(port=80)], "'svc'", "'port'"),
+    ("duplicate-port", [ok("a", port=9100), ok("b", port=9100)], "'b'", "'port'"),
     ("keep-one-release", [ok(keep_releases=1)], "'svc'", "'keep_releases'"),
     ("reserved-uwsgi-option", [ok(uwsgi_options={"uid": "root"})], "'svc'", "'uwsgi_options.uid'"),
     ("requirement-is-an-option", [ok(requirements=["--index-url=http://evil"])], "'svc'", "'requirements'"),
@@ -150,6 +152,14 @@ def test_selection_limits_source_checks(planner):
     # A broken source of a service that is not selected does not block deploying another one.
     plan = planner.plan([ok("a"), ok("b", source="missing")], selected=["a"])
     assert plan["selected"] == ["a"]
+
+
+def test_default_ports_are_stable_and_distinct(planner):
+    plan = planner.plan([ok("a"), ok("b"), ok("c", port=9500)])
+    ports = [s["port"] for s in plan["services"]]
+    assert ports[2] == 9500 and len(set(ports)) == 3
+    assert all(9000 <= p < 10000 for p in ports[:2])
+    assert planner.plan([ok("b")])["services"][0]["port"] == ports[1]  # independent of the list
 
 
 def test_env_values_are_strings(planner):

@@ -4,6 +4,7 @@ uWSGI workers apart (/pid). Standard library only; uWSGI loads ``module = svc4.w
 import html
 import json
 import os
+import socket
 import time
 from urllib.parse import parse_qs
 
@@ -35,7 +36,8 @@ def health(environ):
 
 
 def pid(environ):
-    return "200 OK", {"service": "service4", "pid": os.getpid()}
+    # The host name tells app hosts apart when a service runs on several.
+    return "200 OK", {"service": "service4", "pid": os.getpid(), "host": socket.gethostname()}
 
 
 def slow(environ):
