@@ -68,6 +68,7 @@ demo-clean:
 	docker rm -f microsvc-demo >/dev/null 2>&1 || true
 
 bench: venv images
+	$(BIN)/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -135,6 +135,25 @@ def test_stopped_nginx_is_started_by_the_next_run(host, tmp_path):
     assert all_answer(host)
 
 
+def test_status_playbook_reports_every_service_and_fails_on_an_unhealthy_one(host, tmp_path):
+    inv = write_inventory(str(tmp_path / "inv"), HOST, SERVICES)
+    rc, out = run_playbook(inv, "playbooks/status.yml")
+    assert rc == 0, out
+    for name in NAMES:
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith("- %s " % name))
+        assert "/api/%s/" % name in line and " ok 200 " in line and "MiB" in line, line
+    # Take one service down behind the emperor's back: the report names it and exits non-zero.
+    host.run("mv /etc/uwsgi/vassals/service3.ini /root/service3.ini")
+    try:
+        wait_until(lambda: not answers(host, "service3"), 30, "service3 stopping")
+        rc, out = run_playbook(inv, "playbooks/status.yml")
+        assert rc != 0
+        assert "Unhealthy on %s: service3" % HOST in out, out
+    finally:
+        host.run("mv /root/service3.ini /etc/uwsgi/vassals/service3.ini")
+    wait_until(lambda: answers(host, "service3"), 60, "service3 answering again")
+
+
 def test_every_route_answers_after_the_host_restarts(host):
     subprocess.run(["docker", "restart", "--time", "30", HOST], check=True, capture_output=True)
     wait_until(lambda: host.run("systemctl is-system-running").stdout.strip() in ("running", "degraded"),

@@ -1,0 +1,93 @@
+#!/usr/bin/python
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Report the state of every service of a host in one call (for playbooks/status.yml)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vassal_status
+short_description: Release, workers, memory and uptime of every service of a host
+description:
+  - For each service given, reads the C(current) release, the vassal's stats socket (master pid,
+    workers and whether they accept requests) and C(/proc) (resident memory of the master and its
+    workers, uptime of the master). Changes nothing.
+version_added: 0.1.0
+options:
+  services:
+    description: Services, each with C(name), C(root) and C(stats_socket).
+    type: list
+    elements: dict
+    required: true
+author:
+  - microsvc maintainers
+"""
+
+RETURN = r"""
+services:
+  description: Per service name, C(release), C(running), C(master_pid), C(workers), C(accepting),
+    C(requests), C(rss_kb) and C(uptime_s).
+  returned: always
+  type: dict
+"""
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def uptime_s(pid):
+    """Seconds since the process started (from /proc/<pid>/stat and the boot time)."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/stat", encoding="utf-8") as handle:
+            btime = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
+        return int(time.time() - (btime + start_ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(services=dict(type="list", elements="dict", required=True)),
+        supports_check_mode=True,
+    )
+    out = {}
+    for svc in module.params["services"]:
+        link = os.path.join(svc["root"], "current")
+        release = os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+        stats = read_stats(svc["stats_socket"])
+        entry = dict(release=release, running=stats is not None, master_pid=None, workers=0, accepting=0,
+                     requests=0, rss_kb=0, uptime_s=None)
+        if stats:
+            workers = stats.get("workers", [])
+            master = stats.get("pid")
+            entry.update(
+                master_pid=master,
+                workers=len(workers),
+                accepting=sum(1 for w in workers if w.get("accepting")),
+                requests=sum(w.get("requests", 0) for w in workers),
+                rss_kb=rss_kb(master) + sum(rss_kb(w.get("pid", 0)) for w in workers) if master else 0,
+                uptime_s=uptime_s(master) if master else None,
+            )
+        out[svc["name"]] = entry
+    module.exit_json(changed=False, services=out)
+
+
+if __name__ == "__main__":
+    main()
