@@ -343,18 +343,19 @@ def verdict(ok):
 
 def report(gw, dep):
     lines = ["# Benchmarks", "",
-             "Written by `make bench` (`benchmarks/run.py`) on %s; 2 cores, everything inside the project's own "
-             "containers (wrk and the load generator run in the container, against its own loopback). Ratios compare "
-             "figures measured in the same invocation." % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
+             ("Written by `make bench` (`benchmarks/run.py`); 2 cores, everything inside the project's own containers "
+             "(wrk and the load generator run in the container, against its own loopback). Ratios compare figures "
+             "measured in the same invocation."), "",
              "![results](results.png)", ""]
     summary = []
     if gw:
         lines += ["## 1. Gateway throughput (trivial service, 2 worker processes)", "",
+                  "Measured %s." % gw.get("measured_at", "-"), "",
                   ("wrk in the container against its loopback; the setups are interleaved and each figure is the "
                    "median of the rounds."), "",
                   "| connections | setup | requests/s | p50 ms | p99 ms | errors | ours vs this |",
                   "|---|---|---|---|---|---|---|"]
-        for conns, by in gw.items():
+        for conns, by in ((c, b) for c, b in gw.items() if c != "measured_at"):
             for label in ("ours", "gunicorn", "reference"):
                 r = by[label]
                 ratio = by["ours"]["rps"] / r["rps"] if r["rps"] else 0
@@ -363,19 +364,21 @@ def report(gw, dep):
                             "reference": "(b) the reference article's config"}[label],
                     r["rps"], r["p50_ms"] or 0, r["p99_ms"] or 0, r["non_2xx"] + r["socket_errors"],
                     "-" if label == "ours" else "%.2fx" % ratio))
-        worst_a = min(by["ours"]["rps"] / by["gunicorn"]["rps"] for by in gw.values())
-        worst_b = min(by["ours"]["rps"] / by["reference"]["rps"] for by in gw.values())
+        conns_only = [b for c, b in gw.items() if c != "measured_at"]
+        worst_a = min(by["ours"]["rps"] / by["gunicorn"]["rps"] for by in conns_only)
+        worst_b = min(by["ours"]["rps"] / by["reference"]["rps"] for by in conns_only)
         lines += ["", "Targets: at least 3x (a) — lowest ratio %.2fx, %s; at least (b) — lowest ratio %.2fx, %s." % (
             worst_a, verdict(worst_a >= 3), worst_b, verdict(worst_b >= 1)), ""]
         summary.append("gateway vs nginx+gunicorn: %.2fx to %.2fx (target 3x: %s)" % (
-            worst_a, max(by["ours"]["rps"] / by["gunicorn"]["rps"] for by in gw.values()), verdict(worst_a >= 3)))
+            worst_a, max(by["ours"]["rps"] / by["gunicorn"]["rps"] for by in conns_only), verdict(worst_a >= 3)))
         summary.append("gateway vs the reference configuration: %.2fx to %.2fx (target 1x: %s)" % (
-            worst_b, max(by["ours"]["rps"] / by["reference"]["rps"] for by in gw.values()), verdict(worst_b >= 1)))
+            worst_b, max(by["ours"]["rps"] / by["reference"]["rps"] for by in conns_only), verdict(worst_b >= 1)))
     if dep:
         nc, one = dep["nochange"], dep["one_service"]
         per_service = (nc["20"] - nc["1"]) / 19
         ratio = one["20"] / one["1"]
         lines += ["## 2. Deploy time (docker connection, pipelining, median of repeated runs)", "",
+                  "Measured %s." % dep.get("measured_at", "-"), "",
                   "| run | 1 listed | 5 listed | 20 listed |", "|---|---|---|---|",
                   "| no-change `site.yml` | %.1f s | %.1f s | %.1f s |" % (nc["1"], nc["5"], nc["20"]),
                   "| one-service deploy (`-e deploy_services=svc01`, new code) | %.1f s | | %.1f s |" % (
@@ -436,7 +439,7 @@ def chart(gw, dep):
     if gw:
         ax = axes[i]
         i += 1
-        conns = list(gw)
+        conns = [c for c in gw if c != "measured_at"]
         labels = [("ours", "this collection"), ("gunicorn", "nginx + gunicorn"), ("reference", "reference config")]
         width = 0.27
         for k, (key, label) in enumerate(labels):
@@ -478,7 +481,13 @@ def main():
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each timed run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds per setup (median kept)")
     parser.add_argument("--no-scale", action="store_true", help="skip the 50-vassal part")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write results.md, the chart and the README summary from the last measurements")
     args = parser.parse_args()
+    if args.report_only:
+        with open(os.path.join(RAW, "last.json"), encoding="utf-8") as handle:
+            last = json.load(handle)
+        return write_outputs(last.get("gateway"), last.get("deploy"))
     image = sh([os.path.join(ROOT, "tools", "base-image"), "--suite", "bookworm"]).stdout.strip().splitlines()[-1]
     work = tempfile.mkdtemp(prefix="microsvc-bench-")
     os.makedirs(RAW, exist_ok=True)
@@ -487,8 +496,24 @@ def main():
         dep = bench_deploys(image, work, args.reps, not args.no_scale) if args.only in (None, "deploy") else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    with open(os.path.join(RAW, "last.json"), "w", encoding="utf-8") as handle:
+    # --only refreshes one part; the other keeps its last measurement (each part's ratios are
+    # always between figures of one invocation).
+    last = os.path.join(RAW, "last.json")
+    if args.only and os.path.exists(last):
+        with open(last, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        gw = gw if gw is not None else previous.get("gateway")
+        dep = dep if dep is not None else previous.get("deploy")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for part in (gw, dep):
+        if part is not None and args.only in (None, "gateway" if part is gw else "deploy"):
+            part["measured_at"] = stamp
+    with open(last, "w", encoding="utf-8") as handle:
         json.dump({"gateway": gw, "deploy": dep}, handle, indent=1)
+    return write_outputs(gw, dep)
+
+
+def write_outputs(gw, dep):
     text, summary = report(gw, dep)
     chart(gw, dep)
     with open(RESULTS_MD, "w", encoding="utf-8") as handle:

@@ -172,7 +172,9 @@ class Planner:
             errors.append("%s: %s" % (label, self._field_message(err)))
         if len(errors) > before:
             return None
-        svc = result.validated_parameters
+        # The validator fills in defaults by reference: a service without "health" would share
+        # one dict with every other such service. Each service gets its own copy.
+        svc = copy.deepcopy(result.validated_parameters)
         self._check_item(label, svc, errors)
         if len(errors) > before:
             return None

@@ -39,7 +39,8 @@ def _excluded(rel, patterns):
 
 
 def list_tree(root, exclude):
-    """Sorted (relative path, full path) of the files and symlinks under root, minus excludes."""
+    """Sorted (relative path, full path) of the directories, files and symlinks under root,
+    minus excludes (directories are kept so that empty ones survive)."""
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -49,9 +50,8 @@ def list_tree(root, exclude):
             full = os.path.join(dirpath, d)
             if _excluded(rel, exclude):
                 continue
-            if os.path.islink(full):
-                entries.append((rel, full))
-            else:
+            entries.append((rel, full))
+            if not os.path.islink(full):
                 keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
@@ -68,6 +68,9 @@ def tree_digest(root, exclude, extra=b""):
         digest.update(rel.encode("utf-8") + b"\0")
         if os.path.islink(full):
             digest.update(b"L" + os.readlink(full).encode("utf-8") + b"\0")
+            continue
+        if os.path.isdir(full):
+            digest.update(b"D\0")
             continue
         mode = os.stat(full).st_mode
         digest.update(b"X" if mode & 0o111 else b"F")
@@ -92,7 +95,10 @@ def write_tarball(root, exclude, dest):
                 info = tar.gettarinfo(full, arcname=rel)
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
-                if info.isreg():
+                if info.isdir():
+                    info.mode = 0o755
+                    tar.addfile(info)
+                elif info.isreg():
                     info.mode = 0o755 if info.mode & 0o111 else 0o644
                     with open(full, "rb") as handle:
                         tar.addfile(info, handle)

@@ -143,6 +143,13 @@ def test_shared_defaults_apply_under_each_entry(planner):
     assert a["health"]["retries"] == 2 and a["health"]["status"] == [200]
 
 
+def test_services_never_share_default_containers(planner):
+    a, b = planner.plan([ok("a"), ok("b")])["services"]
+    assert a["health"]["url_path"] == "/api/a/" and b["health"]["url_path"] == "/api/b/"
+    assert a["health"] is not b["health"] and a["env"] is not b["env"]
+    assert a["source"]["exclude"] is not b["source"]["exclude"]
+
+
 def test_absent_service_needs_no_source(planner):
     plan = planner.plan([{"name": "old", "state": "absent"}, ok()])
     assert plan["absent"] == ["old"] and plan["present"] == ["svc"]

@@ -6,9 +6,12 @@ and run site.yml or rollback.yml from the controller. The tests run in file orde
 step starts from the state the previous one left.
 """
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -41,11 +44,21 @@ def code(workdir):
     for name in ("service1", "service2"):
         shutil.copytree(os.path.join(PROJECT, "samples", name), base / name,
                         ignore=shutil.ignore_patterns("__pycache__", "data-local"))
-    (base / "service5").mkdir()
-    (base / "service5" / "hello.py").write_text(
-        "def application(environ, start_response):\n"
-        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [b'service5: added by an inventory edit\\n']\n")
+    # service5 comes from a git repository at a tag, service6 from a release tarball.
+    for name, text in (("service5", "added by an inventory edit, from git"),
+                       ("service6", "added by an inventory edit, from an archive")):
+        (base / name).mkdir()
+        (base / name / "hello.py").write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    return [b'%s: %s\\n']\n" % (name, text))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(git + ["init", "-q", "-b", "main"], cwd=base / "service5", check=True)
+    subprocess.run(git + ["add", "-A"], cwd=base / "service5", check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "v1"], cwd=base / "service5", check=True)
+    subprocess.run(git + ["tag", "v1.0"], cwd=base / "service5", check=True)
+    with tarfile.open(base / "service6-1.0.tar.gz", "w:gz") as tar:
+        tar.add(base / "service6", arcname="service6-1.0")
     return base
 
 
@@ -69,8 +82,13 @@ def deploy(workdir, step, services, args=(), playbook="playbooks/site.yml"):
     return run_playbook(inv, playbook, args)
 
 
-def service5(code):
-    return {"name": "service5", "source": str(code / "service5"), "module": "hello", "health": {"path": ""}}
+def new_services(code):
+    return [
+        {"name": "service5", "source": {"type": "git", "repo": "file://%s" % (code / "service5"), "version": "v1.0"},
+         "module": "hello", "health": {"path": ""}},
+        {"name": "service6", "source": {"type": "archive", "path": str(code / "service6-1.0.tar.gz")},
+         "module": "hello", "health": {"path": ""}},
+    ]
 
 
 def masters(host, names):
@@ -88,18 +106,22 @@ def set_body(code, text):
 def test_adding_a_service_by_inventory_edit_leaves_the_others_alone(host, workdir, code, state):
     before = masters(host, ["service1", "service2", "service3", "service4"])
     assert all(before.values()), before
-    rc, out = deploy(workdir, "add", services_with(add=[service5(code)]))
+    rc, out = deploy(workdir, "add", services_with(add=new_services(code)))
     assert rc == 0, out
-    resp = http(host, "/api/service5/")
-    assert resp["status"] == 200 and "service5: added by an inventory edit" in resp["body"], resp
+    for name, origin in (("service5", "from git"), ("service6", "from an archive")):
+        resp = http(host, "/api/%s/" % name)
+        assert resp["status"] == 200 and "%s: added by an inventory edit, %s" % (name, origin) in resp["body"], resp
+    marker = host.file("/opt/www/service5/current/.microsvc-release").content_string
+    assert '"revision": "' in marker and "file://" in marker
     assert masters(host, before) == before
-    state["service5"] = service5(code)
+    state["added"] = new_services(code)
 
 
 def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
     set_body(code, "service2: release B")
-    services = services_with(changes=[("service2", {"source": str(code / "service2")})], add=[state["service5"]])
-    before = masters(host, ["service1", "service2", "service3", "service4", "service5"])
+    services = services_with(changes=[("service2", {"source": str(code / "service2"), "keep_releases": 3})],
+                             add=state["added"])
+    before = masters(host, ["service1", "service2", "service3", "service4", "service5", "service6"])
     with Load(host, ["/api/service2/", "/api/service4/"], concurrency=6, duration=120) as load:
         rc, out = deploy(workdir, "release-b", services, ["-e", "deploy_services=service2"])
     result = load.result()
@@ -116,7 +138,7 @@ def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
     assert masters(host, before) == before
     # Only service2's work was done: the gateway did not change and no other service was deployed.
     assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx]" not in out
-    for other in ("service1", "service3", "service4", "service5"):
+    for other in ("service1", "service3", "service4", "service5", "service6"):
         assert "Deploy %s" % other not in out
     state["release_b_services"] = services
 
@@ -190,7 +212,7 @@ def test_removing_a_service_stops_it_and_its_route_only(host, workdir, state):
     for svc in services:
         if svc["name"] == "service3":
             svc["state"] = "absent"
-    others = masters(host, ["service1", "service2", "service4", "service5"])
+    others = masters(host, ["service1", "service2", "service4", "service5", "service6"])
     rc, out = deploy(workdir, "remove", services)
     assert rc == 0, out
     assert http(host, "/api/service3/")["status"] == 404
@@ -220,14 +242,26 @@ def test_purge_removes_code_and_user(host, workdir, state):
     assert not host.user("service3").exists
 
 
+def test_old_releases_are_pruned_to_keep_releases(host):
+    # service2 (keep_releases: 3) went live with A, B, an unhealthy D (rolled back), A again
+    # (rollback playbook) and B again; a broken C was unpacked but never went live. The three
+    # that went live most recently stay; C is gone.
+    releases = host.check_output("ls /opt/www/service2/releases").split()
+    current = host.check_output("readlink /opt/www/service2/current").split("/")[-1]
+    history = json.loads(host.file("/opt/www/service2/releases/.history").content_string)
+    assert current in releases and len(releases) == 3, releases
+    assert sorted(releases) == sorted(history[-3:]), (releases, history)
+
+
 def test_service_dropped_from_the_list_is_removed_by_set_difference(host, workdir, state):
-    services = [s for s in state["after_remove"] if s["name"] != "service5"]
+    services = [s for s in state["after_remove"] if s["name"] not in ("service5", "service6")]
     rc, out = deploy(workdir, "drop", services)
     assert rc == 0, out
-    assert http(host, "/api/service5/")["status"] == 404
-    assert not host.file("/etc/uwsgi/vassals/service5.ini").exists
-    assert not host.file("/etc/nginx/microsvc/routes/service5.conf").exists
-    assert vassal_processes(host, "service5") == []
-    assert host.file("/opt/www/service5").exists  # never purged without being asked
+    for name in ("service5", "service6"):
+        assert http(host, "/api/%s/" % name)["status"] == 404
+        assert not host.file("/etc/uwsgi/vassals/%s.ini" % name).exists
+        assert not host.file("/etc/nginx/microsvc/routes/%s.conf" % name).exists
+        assert vassal_processes(host, name) == []
+        assert host.file("/opt/www/%s" % name).exists  # never purged without being asked
     assert sorted(host.check_output("ls /etc/nginx/microsvc/routes").split()) == [
         "service1.conf", "service2.conf", "service4.conf"]

@@ -1,0 +1,42 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Render templates and read role files on the controller, then ensure them in one call.
+
+Task arguments are those of the module microsvc.deploy.files; a ``files`` entry may give
+``template`` (a name in the role's templates/) or ``src`` (a name in its files/) instead of
+``content``.
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        renderer = Renderer(self, task_vars)
+        files = []
+        for entry in args.get("files") or []:
+            entry = dict(entry)
+            if "template" in entry:
+                entry["content"] = renderer.render(entry.pop("template"), dest=entry["dest"])
+            elif "src" in entry:
+                try:
+                    path = self._find_needle("files", entry.pop("src"))
+                except AnsibleError as exc:
+                    raise AnsibleActionFail(str(exc)) from None
+                with open(path, encoding="utf-8") as handle:
+                    entry["content"] = handle.read()
+            elif "content" not in entry:
+                raise AnsibleActionFail("%s: give template, src or content" % entry.get("dest"))
+            files.append(entry)
+        args["files"] = files
+        result.update(self._execute_module(module_name="microsvc.deploy.files", module_args=args,
+                                           task_vars=task_vars))
+        return result

@@ -1,0 +1,123 @@
+#!/usr/bin/python
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Ensure several directories and files in one call, and say which ones changed."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: files
+short_description: Ensure several directories and files (content, owner, group, mode) in one call
+description:
+  - Creates or fixes the directories, then writes each file whose content, owner, group or mode differs,
+    atomically (a temporary file renamed over the old one). Reports which paths changed, so that later
+    tasks can react to one file only (reload for a settings file, daemon-reload for a unit).
+  - The action plugin of the same name renders C(template) entries from the role's C(templates/) and reads
+    C(src) entries from its C(files/) on the controller, so the whole set costs one remote call.
+  - Supports check mode and diff.
+version_added: 0.1.0
+options:
+  directories:
+    description: Directories, in creation order, each with C(path), C(owner), C(group), C(mode).
+    type: list
+    elements: dict
+    default: []
+  files:
+    description: Files, each with C(dest), C(content), C(owner), C(group), C(mode).
+    type: list
+    elements: dict
+    default: []
+author:
+  - microsvc maintainers
+"""
+
+RETURN = r"""
+changed_paths:
+  description: Directories and files created or changed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import grp
+import os
+import pwd
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def ids(module, entry):
+    owner, group = entry.get("owner", "root"), entry.get("group", "root")
+    try:
+        return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        if module.check_mode:
+            return None, None
+        module.fail_json(msg="%s: unknown owner or group (%s)" % (entry.get("dest") or entry.get("path"), exc))
+    return None, None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            directories=dict(type="list", elements="dict", default=[]),
+            files=dict(type="list", elements="dict", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    changed, diffs = [], []
+    for entry in module.params["directories"]:
+        path, mode = entry["path"], int(str(entry.get("mode", "0755")), 8)
+        uid, gid = ids(module, entry)
+        st = os.stat(path) if os.path.isdir(path) else None
+        if st is not None and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
+            continue
+        changed.append(path)
+        diffs.append(dict(before_header=path, after_header=path,
+                          before="absent\n" if st is None else "%d:%d %o\n" % (st.st_uid, st.st_gid, st.st_mode & 0o7777),
+                          after="directory %s:%s %o\n" % (entry.get("owner", "root"), entry.get("group", "root"), mode)))
+        if module.check_mode:
+            continue
+        if st is None:
+            os.makedirs(path, mode)
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+
+    for entry in module.params["files"]:
+        dest, mode = entry["dest"], int(str(entry.get("mode", "0644")), 8)
+        data = str(entry["content"]).encode("utf-8")
+        uid, gid = ids(module, entry)
+        try:
+            with open(dest, "rb") as handle:
+                live = handle.read()
+            st = os.stat(dest)
+        except FileNotFoundError:
+            live, st = None, None
+        if live == data and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
+            continue
+        changed.append(dest)
+        diffs.append(dict(before_header=dest, after_header=dest, before=(live or b"").decode("utf-8", "replace"),
+                          after=data.decode("utf-8", "replace")))
+        if module.check_mode:
+            continue
+        directory = os.path.dirname(dest)
+        fd, tmp = tempfile.mkstemp(prefix=".microsvc-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chown(tmp, uid, gid)
+            os.chmod(tmp, mode)
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    result = dict(changed=bool(changed), changed_paths=changed)
+    if module._diff and diffs:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
