@@ -48,6 +48,9 @@ RESERVED_UWSGI_OPTIONS = frozenset(
     ]
 )
 
+# Default TCP ports of the split layout: below Linux's ephemeral range (32768-60999).
+PORT_BASE, PORT_SPAN = 10000, 20000
+
 # Fields that make no sense as a default shared by all services.
 PER_SERVICE_ONLY = ("name", "route", "source")
 
@@ -336,8 +339,9 @@ class Planner:
         svc["user"] = name
         svc["group"] = name
         svc["socket"] = posixpath.normpath(svc.get("socket") or posixpath.join(root, "uwsgi.sock"))
-        # Used only where the service listens on TCP (app hosts apart from the gateway).
-        svc["port"] = svc.get("port") or 9000 + zlib.crc32(name.encode("utf-8")) % 1000
+        # The TCP port (used only on app hosts apart from the gateway) is set for the whole
+        # list at once, in _assign_ports.
+        svc["port_explicit"] = svc.get("port") is not None
         svc["stats_socket"] = posixpath.join(root, "run", "stats.sock")
         svc["env_file"] = posixpath.join(root, "env")
         svc["reload_file"] = posixpath.join(root, "run", "chain-reload")
@@ -368,6 +372,7 @@ class Planner:
             svc = self._normalize_item(index, item, shared, errors)
             if svc is not None:
                 normalized.append(svc)
+        self._assign_ports(normalized)
         self._check_across(normalized, errors)
         try:
             wanted = _parse_selection(selected)
@@ -399,6 +404,19 @@ class Planner:
             "selected": selected_names,
             "selection_given": bool(wanted),
         }
+
+    @staticmethod
+    def _assign_ports(services):
+        """A port for every service without one: derived from its name, in 10000-29999 (below
+        Linux's ephemeral range), moved to the next free port on a collision. Services are
+        taken in name order, so a port depends only on the names in the list, not their order."""
+        used = {s["port"] for s in services if s["port_explicit"]}
+        for svc in sorted((s for s in services if not s["port_explicit"]), key=lambda s: s["name"]):
+            offset = zlib.crc32(svc["name"].encode("utf-8")) % PORT_SPAN
+            while PORT_BASE + offset in used:
+                offset = (offset + 1) % PORT_SPAN
+            svc["port"] = PORT_BASE + offset
+            used.add(svc["port"])
 
     def _check_across(self, services, errors):
         seen = {}

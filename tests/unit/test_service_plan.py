@@ -165,8 +165,21 @@ def test_default_ports_are_stable_and_distinct(planner):
     plan = planner.plan([ok("a"), ok("b"), ok("c", port=9500)])
     ports = [s["port"] for s in plan["services"]]
     assert ports[2] == 9500 and len(set(ports)) == 3
-    assert all(9000 <= p < 10000 for p in ports[:2])
-    assert planner.plan([ok("b")])["services"][0]["port"] == ports[1]  # independent of the list
+    assert all(10000 <= p < 30000 for p in ports[:2])
+    assert planner.plan([ok("b")])["services"][0]["port"] == ports[1]  # same name, same port
+    assert [s["port"] for s in planner.plan([ok("b"), ok("a")])["services"]] == ports[1::-1]  # order-free
+
+
+def test_derived_ports_never_collide(planner):
+    # 300 services: colliding derived ports move to the next free one.
+    ports = [s["port"] for s in planner.plan([ok("s%03d" % i) for i in range(300)])["services"]]
+    assert len(set(ports)) == 300
+
+
+def test_an_explicit_port_wins_over_a_derived_one(planner):
+    derived = planner.plan([ok("a")])["services"][0]["port"]
+    plan = planner.plan([ok("a"), ok("b", port=derived)])
+    assert plan["services"][1]["port"] == derived and plan["services"][0]["port"] != derived
 
 
 def test_env_values_are_strings(planner):
