@@ -30,6 +30,7 @@ class Renderer:
         self._action = action
         self._task_vars = task_vars
         self._cache = {}
+        self._templars = {}
 
     def _source(self, name):
         if name not in self._cache:
@@ -47,8 +48,15 @@ class Renderer:
         variables.update(self._managed_vars(name, path, dest))
         if extra_vars:
             variables.update(extra_vars)
-        searchpath = [os.path.dirname(path)]
-        templar = self._action._templar.copy_with_new_env(searchpath=searchpath, available_variables=variables)
+        # One templar per templates directory, reused with each file's variables: building a
+        # new one per file costs more than rendering the file.
+        directory = os.path.dirname(path)
+        templar = self._templars.get(directory)
+        if templar is None:
+            templar = self._action._templar.copy_with_new_env(searchpath=[directory], available_variables=variables)
+            self._templars[directory] = templar
+        else:
+            templar.available_variables = variables
         # The template module's defaults, so a file rendered here is byte-identical to
         # the same template written by ansible.builtin.template.
         out = templar.template(data, escape_backslashes=False, overrides=dict(trim_blocks=True, lstrip_blocks=False))
