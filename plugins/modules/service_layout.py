@@ -11,7 +11,7 @@ short_description: Create a service's system group, user and directories in one 
 description:
   - Ensures a system group and a system user (no login shell, no home directory created) and a list of
     directories with owner, group and mode. Parent directories are never created with the service's
-    ownership: each directory of the list is created with exactly what the list says.
+    ownership; each directory of the list is created with exactly what the list says.
   - One call instead of one per directory; supports check mode and diff.
 version_added: 0.1.0
 options:
