@@ -224,12 +224,12 @@ def median_run(inv, args, reps):
     return statistics.median(t for t, _c in times)
 
 
-def bench_deploys(image, work, reps, scale):
+def bench_deploys(image, work, reps):
     name = "microsvc-bench-deploy"
     log("deploy: starting %s" % name)
     start_container(name, image)
     src = os.path.join(work, "deploy-src")
-    services = [service(src, "svc%02d" % i) for i in range(1, 51)]
+    services = [service(src, "svc%02d" % i) for i in range(1, 21)]
 
     def inv(n, step):
         return write_inventory(os.path.join(work, "inv-%s" % step), name, services[:n])
@@ -277,13 +277,22 @@ def bench_deploys(image, work, reps, scale):
                                                                    "stale_retries", "p99_ms", "max_ms")}
                          for url, v in load["urls"].items()}
     res["under_load_redeploys"] = reps
+    sh(["docker", "rm", "-f", name], check=False)
+    return res
 
-    if scale:
-        log("deploy: converging 50 services")
-        started = time.perf_counter()
-        playbook(inv(50, "50"))
-        res["add_30"] = time.perf_counter() - started
-        res["scale"] = scale_figures(name)
+
+def bench_scale(image, work, count=50):
+    name = "microsvc-bench-scale"
+    log("scale: starting %s" % name)
+    start_container(name, image)
+    src = os.path.join(work, "scale-src")
+    services = [service(src, "svc%02d" % i) for i in range(1, count + 1)]
+    inv = write_inventory(os.path.join(work, "inv-scale"), name, services)
+    log("scale: deploying %d services in one run" % count)
+    started = time.perf_counter()
+    playbook(inv)
+    res = scale_figures(name)
+    res["first_deploy_s"] = time.perf_counter() - started
     sh(["docker", "rm", "-f", name], check=False)
     return res
 
@@ -309,9 +318,11 @@ print(json.dumps(out))
 """
 
 ALL_ANSWER = r"""
-import sys, time, urllib.request
+import subprocess, sys, time, urllib.request
 names = sys.argv[1].split(',')
 started = time.time()
+# The clock starts before the restart: systemctl returns only once the emperor is ready.
+subprocess.run(['systemctl', 'restart', 'uwsgi-emperor'], check=True)
 pending = set(names)
 while pending and time.time() - started < 300:
     for n in list(pending):
@@ -333,7 +344,6 @@ def scale_figures(name):
            "procs": statistics.mean(v["procs"] for v in mem.values()), "vassals": len(names)}
     dexec(name, "cat > /tmp/all_answer.py <<'EOF'\n%s\nEOF" % ALL_ANSWER)
     log("scale: restarting the emperor with %d vassals" % len(names))
-    dexec(name, "systemctl restart uwsgi-emperor")
     took, missing = dexec(name, "python3 /tmp/all_answer.py %s" % ",".join(names)).stdout.split()
     per["cold_start_s"] = float(took)
     per["cold_start_missing"] = int(missing)
@@ -346,7 +356,7 @@ def verdict(ok):
     return "met" if ok else "**not met**"
 
 
-def report(gw, dep):
+def report(gw, dep, scale):
     lines = ["# Benchmarks", "",
              ("Written by `make bench` (`benchmarks/run.py`); 2 cores, everything inside the project's own containers "
              "(wrk and the load generator run in the container, against its own loopback). Ratios compare figures "
@@ -412,22 +422,21 @@ def report(gw, dep):
         summary.append("one-service deploy, 20 listed vs 1: %.2fx (target <= 1.3x: %s)" % (ratio, verdict(ratio <= 1.3)))
         summary.append("redeploy under load: %d failed requests, worst latency %.0f ms (target 0: %s)" % (
             failed, max(v["max_ms"] or 0 for v in ul.values()), verdict(failed == 0)))
-        if "scale" in dep:
-            sc = dep["scale"]
-            lines += ["## 4. 50 vassals on one host", "",
-                      "| figure | value |", "|---|---|",
-                      "| vassals | %d |" % sc["vassals"],
-                      "| cold start (emperor restarted) until every route answers 200 | %.1f s (%.1f vassals/s) |" % (
-                          sc["cold_start_s"], sc["vassals"] / sc["cold_start_s"]),
-                      "| processes per idle vassal (master + workers) | %.0f |" % sc["procs"],
-                      "| RSS per idle vassal | %.1f MiB |" % sc["rss_mb"],
-                      "| PSS per idle vassal (shared pages divided) | %.1f MiB |" % sc["pss_mb"],
-                      "| adding 30 services to a running host (one run) | %.0f s |" % dep["add_30"], "",
-                      ("At its own start the emperor starts every vassal it finds without pausing (uWSGI throttles "
-                       "only vassals added to a running emperor, by `emperor-throttle`, and vassals that keep dying)."),
-                      ""]
-            summary.append("50 vassals: cold start %.1f s, %.1f MiB RSS / %.1f MiB PSS per idle vassal" % (
-                sc["cold_start_s"], sc["rss_mb"], sc["pss_mb"]))
+    if scale:
+        lines += ["## 4. 50 vassals on one host", "", "Measured %s." % scale.get("measured_at", "-"), "",
+                  "| figure | value |", "|---|---|",
+                  "| vassals | %d |" % scale["vassals"],
+                  "| deploying all of them on a fresh host (one run of `site.yml`) | %.0f s |" % scale["first_deploy_s"],
+                  "| cold start: `systemctl restart uwsgi-emperor` until every route answers 200 | %.1f s |" % (
+                      scale["cold_start_s"]),
+                  "| processes per idle vassal (master + workers) | %.0f |" % scale["procs"],
+                  "| RSS per idle vassal | %.1f MiB |" % scale["rss_mb"],
+                  "| PSS per idle vassal (shared pages divided) | %.1f MiB |" % scale["pss_mb"], "",
+                  ("At its own start the emperor starts every vassal it finds without pausing; uWSGI throttles "
+                   "(by `emperor-throttle`) only vassals added to a running emperor and vassals that keep dying."),
+                  ""]
+        summary.append("50 vassals: cold start %.1f s, %.1f MiB RSS / %.1f MiB PSS per idle vassal" % (
+            scale["cold_start_s"], scale["rss_mb"], scale["pss_mb"]))
     return "\n".join(lines), summary
 
 
@@ -479,47 +488,47 @@ def update_readme(summary):
         handle.write(text)
 
 
+PARTS = ("gateway", "deploy", "scale")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["gateway", "deploy"], help="run one part")
+    parser.add_argument("--only", choices=PARTS, help="run one part; the others keep their last measurement")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each timed run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds per setup (median kept)")
-    parser.add_argument("--no-scale", action="store_true", help="skip the 50-vassal part")
     parser.add_argument("--report-only", action="store_true",
                         help="write results.md, the chart and the README summary from the last measurements")
     args = parser.parse_args()
-    if args.report_only:
-        with open(os.path.join(RAW, "last.json"), encoding="utf-8") as handle:
-            last = json.load(handle)
-        return write_outputs(last.get("gateway"), last.get("deploy"))
-    image = sh([os.path.join(ROOT, "tools", "base-image"), "--suite", "bookworm"]).stdout.strip().splitlines()[-1]
-    work = tempfile.mkdtemp(prefix="microsvc-bench-")
-    os.makedirs(RAW, exist_ok=True)
-    try:
-        gw = bench_gateway(image, work, args.duration, args.rounds) if args.only in (None, "gateway") else None
-        dep = bench_deploys(image, work, args.reps, not args.no_scale) if args.only in (None, "deploy") else None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    # --only refreshes one part; the other keeps its last measurement (each part's ratios are
-    # always between figures of one invocation).
-    last = os.path.join(RAW, "last.json")
-    if args.only and os.path.exists(last):
-        with open(last, encoding="utf-8") as handle:
-            previous = json.load(handle)
-        gw = gw if gw is not None else previous.get("gateway")
-        dep = dep if dep is not None else previous.get("deploy")
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    for part in (gw, dep):
-        if part is not None and args.only in (None, "gateway" if part is gw else "deploy"):
-            part["measured_at"] = stamp
-    with open(last, "w", encoding="utf-8") as handle:
-        json.dump({"gateway": gw, "deploy": dep}, handle, indent=1)
-    return write_outputs(gw, dep)
+    last_path = os.path.join(RAW, "last.json")
+    results = {}
+    if os.path.exists(last_path):
+        with open(last_path, encoding="utf-8") as handle:
+            results = json.load(handle)
+    if not args.report_only:
+        image = sh([os.path.join(ROOT, "tools", "base-image"), "--suite", "bookworm"]).stdout.strip().splitlines()[-1]
+        work = tempfile.mkdtemp(prefix="microsvc-bench-")
+        runners = {
+            "gateway": lambda: bench_gateway(image, work, args.duration, args.rounds),
+            "deploy": lambda: bench_deploys(image, work, args.reps),
+            "scale": lambda: bench_scale(image, work),
+        }
+        try:
+            for part in PARTS:
+                if args.only in (None, part):
+                    # Each part's ratios are between figures of this one invocation.
+                    results[part] = runners[part]()
+                    results[part]["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(RAW, exist_ok=True)
+        with open(last_path, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=1)
+    return write_outputs(results.get("gateway"), results.get("deploy"), results.get("scale"))
 
 
-def write_outputs(gw, dep):
-    text, summary = report(gw, dep)
+def write_outputs(gw, dep, scale):
+    text, summary = report(gw, dep, scale)
     chart(gw, dep)
     with open(RESULTS_MD, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
