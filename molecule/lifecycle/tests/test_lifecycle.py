@@ -163,6 +163,27 @@ def test_code_only_deploy_reuses_the_virtualenv(host, workdir, code, state):
     state["release_b_services"] = services
 
 
+def with_fields(services, name, **fields):
+    return [dict(s, **fields) if s["name"] == name else dict(s) for s in services]
+
+
+def test_environment_change_reaches_the_service_and_dropped_names_leave_it(host, workdir, state):
+    others = masters(host, OTHERS)
+    services = with_fields(state["release_b_services"], "service2", env={"GREETING": "hello v1"})
+    rc, out = deploy(workdir, "env-v1", services, ["-e", "deploy_services=service2"])
+    assert rc == 0, out
+    assert "greeting: hello v1" in http(host, "/api/service2/")["body"]
+    # Dropped from the inventory: a reload keeps the master's environment, so only the unset
+    # list makes the variable leave the running service.
+    rc, out = deploy(workdir, "env-none", state["release_b_services"], ["-e", "deploy_services=service2"])
+    assert rc == 0, out
+    body = http(host, "/api/service2/")["body"]
+    assert "release B" in body and "greeting:" not in body, body
+    assert host.file("/opt/www/service2/env.unset").content_string == "GREETING\n"
+    assert not host.file("/opt/www/service2/env.previous").exists
+    assert masters(host, OTHERS) == others
+
+
 def test_broken_release_fails_naming_the_service_and_old_code_keeps_serving(host, workdir, code, state):
     others = masters(host, OTHERS)
     good = (code / "service2" / "app.py").read_text()
@@ -179,20 +200,49 @@ def test_broken_release_fails_naming_the_service_and_old_code_keeps_serving(host
         assert http(host, "/api/%s/" % name)["status"] == 200
 
 
+def test_failed_service_is_judged_by_its_own_results_and_gets_its_environment_back(host, workdir, code, state):
+    """service1 deploys fine, then service2 fails before its switch in the same run: service2's
+    rescue must not act on service1's switch, and its new environment file must not stay."""
+    env_before = host.file("/opt/www/service2/env").content_string
+    views = code / "service1" / "api" / "views.py"
+    views.write_text(views.read_text().replace("(code-only deploy)", "(deployed with a failing neighbour)"))
+    services = with_fields(state["release_b_services"], "service2", env={"GREETING": "from a failed deploy"})
+    good = (code / "service2" / "app.py").read_text()
+    (code / "service2" / "app.py").write_text("import module_that_does_not_exist\n" + good)
+    try:
+        rc, out = deploy(workdir, "one-fails", services)
+    finally:
+        (code / "service2" / "app.py").write_text(good)
+    assert rc != 0
+    assert "deployed with a failing neighbour" in http(host, "/api/service1/")["body"]
+    message = out[out.index("service 'service2': deploy of release"):]
+    assert "was never switched away from and still serves; the environment file of the previous deploy was " \
+           "put back" in " ".join(message.split()), message[:1500]
+    assert "Rolled back" not in message[:1500]
+    body = http(host, "/api/service2/")["body"]
+    assert "release B" in body and "greeting:" not in body, body
+    assert host.file("/opt/www/service2/env").content_string == env_before
+    assert not host.file("/opt/www/service2/env.previous").exists
+
+
 def test_unhealthy_release_is_rolled_back(host, workdir, code, state):
     good = (code / "service2" / "app.py").read_text()
     current_before = host.check_output("readlink /opt/www/service2/current")
     (code / "service2" / "app.py").write_text(good.replace('"/health": lambda: "ok\\n"', '"/health": None'))
     assert good != (code / "service2" / "app.py").read_text()
+    # The new environment went live with the new release; it goes back with the release.
+    services = with_fields(state["release_b_services"], "service2", env={"GREETING": "unhealthy release"})
     try:
-        rc, out = deploy(workdir, "unhealthy", state["release_b_services"], ["-e", "deploy_services=service2"])
+        rc, out = deploy(workdir, "unhealthy", services, ["-e", "deploy_services=service2"])
     finally:
         (code / "service2" / "app.py").write_text(good)
     assert rc != 0
     assert "service 'service2'" in out and "health check saw HTTP 404" in out, out
-    assert "Rolled back to release" in out and "healthy again" in out, out
+    assert "Rolled back to release" in out and "and its environment, which is healthy again" in out, out
     assert host.check_output("readlink /opt/www/service2/current") == current_before
-    assert "release B" in http(host, "/api/service2/")["body"]
+    body = http(host, "/api/service2/")["body"]
+    assert "release B" in body and "greeting:" not in body, body
+    assert "GREETING" not in host.file("/opt/www/service2/env").content_string
 
 
 def test_rollback_playbook_returns_to_the_previous_release(host, workdir, state):
