@@ -8,6 +8,7 @@ import os
 
 import yaml
 from ansible.errors import AnsibleActionFail
+from ansible.parsing.vault import VaultHelper, is_encrypted_file
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
@@ -21,6 +22,29 @@ SPEC_PATH = os.path.join(
 
 _SPEC_CACHE = {}
 
+try:  # ansible-core >= 2.19 marks values decrypted from vault, and where every value came from
+    from ansible._internal._datatag._tags import Origin
+except ImportError:  # pragma: no cover - other ansible-core versions: inline vault only
+    Origin = None
+
+
+def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
+    """Whether an inventory value came from ansible-vault: an inline !vault value (or a template
+    that returned one unchanged), or any value of a vault-encrypted vars file."""
+    if VaultHelper.get_ciphertext(value, with_tags=False):
+        return True
+    origin = Origin.get_tag(value) if Origin is not None else None
+    path = getattr(origin, "path", None)
+    if not path:
+        return False
+    if path not in _encrypted_files:
+        try:
+            with open(path, "rb") as handle:
+                _encrypted_files[path] = is_encrypted_file(handle)
+        except OSError:
+            _encrypted_files[path] = False
+    return _encrypted_files[path]
+
 
 def service_spec():
     if "spec" not in _SPEC_CACHE:
@@ -31,7 +55,8 @@ def service_spec():
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("services", "defaults", "selected", "root", "route_prefix", "check_sources", "base_dir"))
+    _VALID_ARGS = frozenset(("services", "defaults", "selected", "root", "route_prefix", "check_sources", "base_dir",
+                             "require_vault", "secret_names"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -42,6 +67,8 @@ class ActionModule(ActionBase):
             root=args.get("root") or "/opt/www",
             route_prefix=args.get("route_prefix") or "/api/",
             base_dir=base_dir,
+            secret_names=args.get("secret_names") or (),
+            is_vaulted=from_vault if args.get("require_vault") else None,
         )
         try:
             plan = planner.plan(

@@ -43,6 +43,20 @@ options:
     description: Check that the sources of selected present services exist on the controller.
     type: bool
     default: true
+  require_vault:
+    description:
+      - Refuse C(env) values whose names match I(secret_names) unless they come from ansible-vault,
+        an inline C(!vault) value, or any value of a vault-encrypted vars file (the latter is
+        recognised on ansible-core 2.19 and newer, which records where each value came from).
+      - A value that a template builds around a secret (a database URL with the password inside, for
+        example) no longer carries that mark and is refused; keep the whole value in vault.
+    type: bool
+    default: false
+  secret_names:
+    description: Shell-style patterns (case-insensitive) of environment variable names that hold secrets.
+    type: list
+    elements: str
+    default: []
 author:
   - microsvc maintainers
 """

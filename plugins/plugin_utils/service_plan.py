@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import fnmatch
 import os
 import posixpath
 import re
@@ -133,12 +134,37 @@ def _inside(path, root):
 class Planner:
     """Turn the raw service list into the normalized plan, or raise PlanError."""
 
-    def __init__(self, service_spec, root="/opt/www", route_prefix="/api/", base_dir="."):
+    def __init__(self, service_spec, root="/opt/www", route_prefix="/api/", base_dir=".",
+                 secret_names=(), is_vaulted=None):
         self.spec = service_spec
         self.validator = ArgumentSpecValidator(_strip_descriptions(service_spec))
         self.root = root
         self.route_prefix = route_prefix
         self.base_dir = base_dir
+        # With is_vaulted (a predicate on a raw inventory value), env values whose names match
+        # secret_names must come from ansible-vault.
+        self.secret_names = [str(p) for p in secret_names or ()]
+        self.is_vaulted = is_vaulted
+
+    def _check_secrets(self, services, defaults, errors):
+        """Refuse secrets given in clear. Runs on the raw items: only they still carry the marks
+        that say a value came from ansible-vault."""
+        if self.is_vaulted is None:
+            return
+        sources = [("microsvc_service_defaults", defaults)]
+        sources += [(_label(i, item), item) for i, item in enumerate(services)]
+        for label, item in sources:
+            env = item.get("env") if isinstance(item, dict) else None
+            if not isinstance(env, dict):
+                continue  # reported by the schema check
+            for key, value in env.items():
+                pattern = next((p for p in self.secret_names if fnmatch.fnmatchcase(str(key).upper(), p.upper())),
+                               None)
+                if pattern is not None and not self.is_vaulted(value):
+                    errors.append(
+                        "%s: field 'env.%s': the name matches the secret pattern %r but the value is not from "
+                        "ansible-vault (microsvc_require_vault is on): encrypt it with ansible-vault "
+                        "encrypt_string, or move it into a vault-encrypted vars file" % (label, key, pattern))
 
     # -- per item --------------------------------------------------------------
     def _check_defaults(self, defaults, errors):
@@ -366,6 +392,7 @@ class Planner:
             services = []
         if not isinstance(services, list):
             raise PlanError(["microsvc_services: expected a list of services, got %s" % type(services).__name__])
+        self._check_secrets(services, defaults or {}, errors)
         shared = self._check_defaults(defaults or {}, errors)
         normalized = []
         for index, item in enumerate(services):

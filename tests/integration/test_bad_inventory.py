@@ -17,7 +17,7 @@ BIN = os.path.dirname(sys.executable)
 
 def run_site(tmp_path, services, extra=None):
     inv = tmp_path / "inventory"
-    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     (tmp_path / "code").mkdir(exist_ok=True)
     (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"target": {
         "ansible_connection": "community.docker.docker",
@@ -68,3 +68,56 @@ def test_unknown_selected_service(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "deploy_services: unknown service 'ghost'" in out, out
+
+
+# --- secrets only from vault (microsvc_require_vault) ----------------------------------------
+
+def vault(tmp_path, *args):
+    """Run ansible-vault with a password file of this test; returns its stdout."""
+    password = tmp_path / "vault-pass"
+    password.write_text("test-only-password\n")
+    proc = subprocess.run([os.path.join(BIN, "ansible-vault")] + list(args) + ["--vault-password-file", str(password)],
+                          capture_output=True, text=True, check=True, cwd=str(tmp_path))
+    return proc.stdout
+
+
+def secret_site(tmp_path, env, require=True, vault_file=None):
+    """site.yml with one service whose env is `env` (YAML text, may hold !vault values)."""
+    inv = tmp_path / "inventory" / "group_vars" / "all"
+    inv.mkdir(parents=True)
+    (inv / "settings.yml").write_text("microsvc_require_vault: %s\n" % ("true" if require else "false"))
+    (inv / "app.yml").write_text("microsvc_app_env:\n" + "".join("  " + line + "\n" for line in env.splitlines()))
+    if vault_file:
+        (inv / "vault.yml").write_text(vault_file)
+        vault(tmp_path, "encrypt", str(inv / "vault.yml"))
+    service = dict(GOOD, name="billing", env="{{ microsvc_app_env }}")
+    return run_site(tmp_path, [service], ["--vault-password-file", str(tmp_path / "vault-pass")])
+
+
+def test_secret_in_clear_is_refused_when_vault_is_required(tmp_path):
+    vault(tmp_path, "--version")
+    proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\nLOG_LEVEL: info\n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "The service list is invalid; no host was changed." in out, out
+    assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
+    assert "LOG_LEVEL" not in out.split("no host was changed.")[-1], out
+    assert "hunter2" not in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
+
+
+def test_inline_vault_and_vault_file_values_pass_when_vault_is_required(tmp_path):
+    inline = vault(tmp_path, "encrypt_string", "hunter2", "--name", "DB_PASSWORD")
+    proc = secret_site(tmp_path, inline + "API_TOKEN: \"{{ vault_api_token }}\"\nLOG_LEVEL: info\n",
+                       vault_file="vault_api_token: s3cret-from-a-vault-file\n")
+    out = proc.stdout + proc.stderr
+    assert "The service list is invalid" not in out, out
+    assert "PLAY [Gateway]" in out, out
+
+
+def test_secret_in_clear_is_accepted_unless_vault_is_required(tmp_path):
+    vault(tmp_path, "--version")
+    proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\n", require=False)
+    out = proc.stdout + proc.stderr
+    assert "The service list is invalid" not in out, out
+    assert "PLAY [Gateway]" in out, out

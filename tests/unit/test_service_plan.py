@@ -185,3 +185,23 @@ def test_an_explicit_port_wins_over_a_derived_one(planner):
 def test_env_values_are_strings(planner):
     (svc,) = planner.plan([ok(env={"N": 3, "B": True})])["services"]
     assert svc["env"] == {"N": "3", "B": "true"}
+
+
+class Marked(str):
+    """A value as ansible-vault would hand it over (the predicate below recognises it)."""
+
+
+def test_secrets_must_come_from_vault_when_required(tmp_path):
+    strict = plan_mod.Planner(SPEC, base_dir=str(tmp_path), secret_names=["*PASSWORD*", "*_TOKEN"],
+                              is_vaulted=lambda value: isinstance(value, Marked))
+    services = [ok("a", env={"db_password": "clear", "GITHUB_TOKEN": Marked("x"), "LOG_LEVEL": "info"}),
+                ok("b", env={"API_TOKEN": "clear"})]
+    errors = errors_of(strict, services, defaults={"env": {"SMTP_PASSWORD": "clear"}})
+    assert len(errors) == 3, errors
+    assert errors[0].startswith("microsvc_service_defaults: field 'env.SMTP_PASSWORD': the name matches")
+    assert errors[1].startswith("service 'a': field 'env.db_password': the name matches the secret pattern "
+                                "'*PASSWORD*'"), errors
+    assert errors[2].startswith("service 'b': field 'env.API_TOKEN'"), errors
+    # Not required (no predicate): the same list is valid.
+    relaxed = plan_mod.Planner(SPEC, base_dir=str(tmp_path), secret_names=["*PASSWORD*"])
+    relaxed.plan(services, check_sources=False)

@@ -256,6 +256,18 @@ def test_bad_inventory_changes_nothing_on_the_host(host, tmp_path, services, exp
     assert fingerprint(host) == before
 
 
+def test_secret_in_clear_changes_nothing_when_vault_is_required(host, tmp_path):
+    before = fingerprint(host)
+    services = SERVICES + [dict(GOOD, env={"DB_PASSWORD": "hunter2", "LOG_LEVEL": "info"})]
+    rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, services,
+                                           dict(HARDENING, microsvc_require_vault=True)))
+    assert rc != 0
+    assert "The service list is invalid; no host was changed." in out, out
+    assert "service 'good': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
+    assert "hunter2" not in out, out
+    assert fingerprint(host) == before
+
+
 def test_check_mode_on_the_converged_host_shows_the_gateway_diff_and_changes_nothing(host, tmp_path):
     before = fingerprint(host)
     services = [dict(s, route="/v2/service2/") if s["name"] == "service2" else s for s in SERVICES]
