@@ -140,7 +140,10 @@ def test_status_playbook_reports_every_service_and_fails_on_an_unhealthy_one(hos
     rc, out = run_playbook(inv, "playbooks/status.yml")
     assert rc == 0, out
     for name in NAMES:
-        line = next(ln for ln in out.splitlines() if ln.strip().startswith("- %s " % name))
+        # A plain YAML list item: a quoted one would mean a table line the operator reads with quotes.
+        lines = [ln for ln in out.splitlines() if ln.strip().startswith("- %s " % name)]
+        assert len(lines) == 1, out
+        line = lines[0]
         assert "/api/%s/" % name in line and " ok 200 " in line and "MiB" in line, line
     # Take one service down behind the emperor's back: the report names it and exits non-zero.
     host.run("mv /etc/uwsgi/vassals/service3.ini /root/service3.ini")
