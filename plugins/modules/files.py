@@ -42,9 +42,9 @@ changed_paths:
 import grp
 import os
 import pwd
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
 
 def ids(module, entry):
@@ -101,17 +101,7 @@ def main():
                           after=data.decode("utf-8", "replace")))
         if module.check_mode:
             continue
-        directory = os.path.dirname(dest)
-        fd, tmp = tempfile.mkstemp(prefix=".microsvc-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chown(tmp, uid, gid)
-            os.chmod(tmp, mode)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(dest, data, mode, uid=uid, gid=gid)
 
     result = dict(changed=bool(changed), changed_paths=changed)
     if module._diff and diffs:

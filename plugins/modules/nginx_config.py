@@ -101,6 +101,7 @@ import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
 MARKER = "microsvc"
 
@@ -125,21 +126,6 @@ def _mode(path):
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
         return None
-
-
-def _write_atomic(path, data, mode):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".microsvc-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _walk_files(root, rel_dir):
@@ -241,7 +227,7 @@ def main():
                 if os.path.lexists(path):
                     os.unlink(path)
             for rel, (data, mode, _secret) in wanted.items():
-                _write_atomic(os.path.join(staged, rel), data, mode)
+                write_atomic(os.path.join(staged, rel), data, mode, makedirs=True)
             cmd = [nginx, "-t", "-q", "-c", os.path.join(staged, p["main_file"])]
             rc, out, err = module.run_command(cmd)
             result["tested"] = True
@@ -272,7 +258,7 @@ def main():
             result["backup_file"] = backup
     for rel in changed_files:
         data, mode, _secret = wanted[rel]
-        _write_atomic(os.path.join(conf_dir, rel), data, mode)
+        write_atomic(os.path.join(conf_dir, rel), data, mode, makedirs=True)
     for rel in stale:
         path = os.path.join(conf_dir, rel)
         if os.path.lexists(path):

@@ -64,9 +64,9 @@ pruned_venvs:
 import json
 import os
 import shutil
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
 MARKER = ".microsvc-release"
 
@@ -78,14 +78,6 @@ def read_history(path):
         return [str(x) for x in data] if isinstance(data, list) else []
     except (FileNotFoundError, ValueError):
         return []
-
-
-def write_history(path, history):
-    fd, tmp = tempfile.mkstemp(prefix=".history-", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(history, handle)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def current_release(link):
@@ -178,7 +170,7 @@ def main():
 
     if previous != target:
         swap_link(link, os.path.join("releases", target))
-    write_history(history_file, new_history)
+    write_atomic(history_file, json.dumps(new_history))
     for entry in pruned_releases:
         shutil.rmtree(os.path.join(releases, entry), ignore_errors=True)
     for entry in pruned_venvs:

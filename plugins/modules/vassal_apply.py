@@ -93,10 +93,10 @@ master_pid:
 """
 
 import os
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary, workers
 
 
@@ -112,19 +112,6 @@ def tail(path, lines=30):
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
-
-
-def write_atomic(path, text):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".microsvc-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def touch(path):

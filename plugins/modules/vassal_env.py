@@ -67,9 +67,9 @@ unset:
 
 import grp
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
 
 def read(path):
@@ -83,22 +83,6 @@ def read(path):
 def names(text):
     """Variable names of an environment file (or of an .unset file: one name per line)."""
     return {line.split("=", 1)[0].strip() for line in (text or "").splitlines() if line.strip()}
-
-
-def write_atomic(path, text, gid):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".%s." % os.path.basename(path))
-    try:
-        os.fchown(fd, 0, gid)
-        os.fchmod(fd, 0o640)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main():
@@ -145,7 +129,7 @@ def main():
     if not module.check_mode:
         try:
             for target, text in writes:
-                write_atomic(target, text, gid)
+                write_atomic(target, text, 0o640, uid=0, gid=gid, durable=True)
             for target in removes:
                 os.unlink(target)
         except OSError as exc:

@@ -7,7 +7,10 @@ import stat
 import subprocess
 import sys
 
-MODULE = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "modules", "vassal_env.py")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODULE = os.path.join(ROOT, "plugins", "modules", "vassal_env.py")
+# The module imports this collection's module_utils, as Ansible ships them with it.
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "collections"))
 GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
@@ -16,7 +19,8 @@ def run(tmp_path, check_mode=False, **args):
     args["_ansible_check_mode"] = check_mode
     argfile = tmp_path / "args.json"
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, MODULE, str(argfile)], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, MODULE, str(argfile)], capture_output=True, text=True, check=False,
+                          env=ENV)
     if args.get("content"):
         assert json.dumps(args["content"]) not in proc.stdout, "the content is secret: never in the result"
     return json.loads(proc.stdout)
