@@ -97,7 +97,7 @@ class ActionModule(ActionBase):
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
         prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]
         roots = args.get("source_roots")
-        if "microsvc_source_roots" in bad or roots in (None, ""):
+        if "microsvc_source_roots" in bad or not roots:
             roots = [os.getcwd()]
         cache_dir = None if "microsvc_cache_dir" in bad else args.get("cache_dir")
         prepare = args.get("prepare_sources", True) and "microsvc_cache_dir" not in bad

@@ -32,7 +32,6 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Rend
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
 
 
-
 def _sha1(text):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 

@@ -54,6 +54,16 @@ def _no_dot_segments(value):
     return "%s %s" % (show(value), bad) if bad else None
 
 
+def _git_path(repo):
+    """The path part of a git URL (after the host), or the local path."""
+    if "://" in repo:
+        rest = repo.split("://", 1)[1]
+        return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    if not repo.startswith("/") and ":" in repo:
+        return repo.split(":", 1)[1]
+    return repo
+
+
 ROUTE = Str(r"/(?:(?:%s)/)+" % SEGMENT,
             "a URL path that begins and ends with '/', with at least one segment of letters, digits and ._~- "
             "between slashes (no '.' or '..' segments, no '%')", 200, extra=_no_dot_segments)
@@ -87,7 +97,7 @@ GIT_REPO = Str(
     r"|/%(path)s/?" % {"host": GIT_HOST, "path": GIT_PATH},
     "a git URL over https://host/path, ssh://[user@]host/path, user@host:path, or a local repository "
     "(file:///path or /path); no credentials in the URL (use a credential helper or an SSH key)",
-    500, extra=_no_dot_segments)
+    500, extra=lambda v: _no_dot_segments(_git_path(v)))
 GIT_VERSION = Str(r"[A-Za-z0-9_][A-Za-z0-9._/+-]{0,199}",
                   "a branch, tag or commit: letters, digits and ._/+- not starting with '-' or '.'", 200,
                   extra=lambda v: ("%s has '..', '//' or ends with '/', '.' or '.lock'" % show(v)
@@ -600,7 +610,12 @@ class Planner:
         present = [s["name"] for s in normalized if s["state"] == "present"]
         absent = [s["name"] for s in normalized if s["state"] == "absent"]
         selected_names = [n for n in names if not wanted or n in wanted]
+        # Accounts the hosts must check before they change: every present service's, and those a
+        # purge would remove.
+        accounts = [{"name": s["name"], "root": s["root"]} for s in normalized
+                    if s["state"] == "present" or s["purge"]]
         return {
+            "accounts": accounts,
             "root": self.root,
             "services": normalized,
             "names": names,

@@ -99,6 +99,7 @@ SETTINGS = {
     "service_plan_source_roots": ListOf(AbsPath(4096, min_depth=1), 50),
     "service_plan_allowed_pythons": ListOf(AbsPath(200, min_depth=2), 20),
     "service_plan_cache_dir": AbsPath(4096, min_depth=1),
+    "service_plan_prepare_sources": Bool(),
     # --- role nginx_gateway ----------------------------------------------------------------
     "nginx_gateway_app_hosts": HOST_PATTERN,
     "nginx_gateway_hosts": HOST_PATTERN,
