@@ -23,6 +23,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import pre
 SPEC_PATH = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "roles", "service_plan", "meta", "argument_specs.yml"
 )
+ROLES_DIR = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "roles"))
 DEFAULT_ROOT = "/opt/www"
 DEFAULT_PREFIX = "/api/"
 
@@ -65,13 +66,22 @@ class ActionModule(ActionBase):
                              "require_vault", "secret_names", "source_roots", "allowed_pythons", "cache_dir",
                              "prepare_sources"))
 
+    @staticmethod
+    def _role_default(value):
+        """Whether a variable's value comes from one of this collection's role defaults (the
+        collection's own values, not the operator's)."""
+        origin = Origin.get_tag(value) if Origin is not None else None
+        path = os.path.realpath(getattr(origin, "path", None) or "")
+        return path.startswith(ROLES_DIR + os.sep) and os.sep + "defaults" + os.sep in path
+
     def _settings(self, task_vars):
         """The settings the inventory or the command line defines, templated. The service_plan
         role's own variables are checked through the arguments below (they only forward the
         collection-wide ones)."""
         values = {}
         for name in SETTINGS:
-            if SETTINGS[name] is None or name.startswith("service_plan_") or name not in task_vars:
+            if SETTINGS[name] is None or name.startswith("service_plan_") or name not in task_vars \
+                    or self._role_default(task_vars[name]):
                 continue
             try:
                 values[name] = plain(self._templar.template(task_vars[name]))

@@ -95,4 +95,4 @@ def classify(name, home, registry=REGISTRY):
         what.append("a user %r (uid %d, home %s)" % (name, user.pw_uid, user.pw_dir))
     if group is not None:
         what.append("a group %r (gid %d)" % (name, group.gr_gid))
-    return "foreign", "%s exists that microsvc did not create for this service" % " and ".join(what)
+    return "foreign", "there is already %s, which microsvc did not create for this service" % " and ".join(what)

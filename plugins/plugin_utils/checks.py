@@ -312,7 +312,7 @@ class IpAddress(Check):
         self.network = network
         self.rule = ("an IPv4 or IPv6 address or network (CIDR)" if network else "an IPv4 or IPv6 address")
         if not wildcard:
-            self.rule += ", not a wildcard (0.0.0.0, ::)"
+            self.rule += ", not a wildcard (0.0.0.0, ::, 0.0.0.0/0, ::/0)"
 
     def __call__(self, value):
         if not isinstance(value, str):
@@ -325,6 +325,8 @@ class IpAddress(Check):
             return "%s is not allowed: must be %s" % (show(value), self.rule)
         if not self.wildcard and not self.network and parsed.is_unspecified:
             return "%s is a wildcard address; must be %s" % (show(value), self.rule)
+        if not self.wildcard and self.network and parsed.prefixlen == 0:
+            return "%s is every address; must be %s" % (show(value), self.rule)
         return None
 
 
