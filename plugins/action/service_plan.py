@@ -15,6 +15,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan impor
     Planner,
     load_service_spec,
 )
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.trusted_store import TemplateIndex
 
 SPEC_PATH = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "roles", "service_plan", "meta", "argument_specs.yml"
@@ -23,9 +24,9 @@ SPEC_PATH = os.path.join(
 _SPEC_CACHE = {}
 
 try:  # ansible-core >= 2.19 marks values decrypted from vault, and where every value came from
-    from ansible._internal._datatag._tags import Origin
+    from ansible._internal._datatag._tags import Origin, TrustedAsTemplate
 except ImportError:  # pragma: no cover - other ansible-core versions: inline vault only
-    Origin = None
+    Origin = TrustedAsTemplate = None
 
 
 def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
@@ -44,6 +45,16 @@ def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
         except OSError:
             _encrypted_files[path] = False
     return _encrypted_files[path]
+
+
+def trusted_store(task_vars):
+    """The predicate microsvc_require_vault applies: a value from ansible-vault, or one that came
+    unchanged from an amazon.aws SSM Parameter Store / Secrets Manager lookup written as a whole
+    value in the inventory (see plugin_utils/trusted_store.py)."""
+    if Origin is None:  # pragma: no cover - no origins to recognise lookups by
+        return from_vault
+    index = TemplateIndex(task_vars or {}, Origin.get_tag, TrustedAsTemplate.is_tagged_on)
+    return lambda value: from_vault(value) or index.from_lookup(value)
 
 
 def service_spec():
@@ -68,7 +79,7 @@ class ActionModule(ActionBase):
             route_prefix=args.get("route_prefix") or "/api/",
             base_dir=base_dir,
             secret_names=args.get("secret_names") or (),
-            is_vaulted=from_vault if args.get("require_vault") else None,
+            is_vaulted=trusted_store(task_vars) if args.get("require_vault") else None,
         )
         try:
             plan = planner.plan(
@@ -83,5 +94,9 @@ class ActionModule(ActionBase):
             ) from None
         result["changed"] = False
         result["ansible_facts"] = {"microsvc_plan": plan}
+        # The plan holds every service's environment, secrets included (from vault or AWS): a
+        # verbose run must not print it. Refusals (above) name fields, never values.
+        if any(svc.get("env") for svc in plan["services"]):
+            result["_ansible_no_log"] = True
         result["msg"] = "%d services (%d selected)" % (len(plan["names"]), len(plan["selected"]))
         return result

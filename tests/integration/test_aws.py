@@ -5,8 +5,10 @@ Parameter Store and Secrets Manager. No container and no host is contacted."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -144,3 +146,107 @@ def test_split_layout_plan_runs_against_the_dynamic_inventory(aws, instances, tm
     for host in ("gw-1", "app-1", "app-2", "app-3", "both-1"):
         assert layout["plans"][host]["names"] == ["service2", "service3"], layout["plans"][host]
         assert layout["users"][host] == LOGIN[INSTANCES[host][1]]
+
+
+# --- secrets from SSM Parameter Store and Secrets Manager -------------------------------------
+
+SSM_SECRET = "ssm-s3cret-value-4711"
+SM_SECRET = "secretsmanager-value-0815"
+SSM = "lookup('amazon.aws.ssm_parameter', '/billing/db_password')"
+SM = "lookup('amazon.aws.secretsmanager_secret', 'billing/api-token')"
+
+
+@pytest.fixture(scope="module")
+def secrets(aws):
+    client(aws, "ssm").put_parameter(Name="/billing/db_password", Value=SSM_SECRET, Type="SecureString")
+    client(aws, "secretsmanager").create_secret(Name="billing/api-token", SecretString=SM_SECRET)
+    return aws
+
+
+def secret_inventory(tmp_path, env_yaml, host):
+    """An inventory whose only service, billing, takes its env from `env_yaml` (YAML text, a
+    mapping), with microsvc_require_vault on."""
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "code").mkdir()
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"target": host}}}))
+    (inv / "group_vars" / "all" / "settings.yml").write_text(yaml.safe_dump({
+        "microsvc_require_vault": True,
+        "microsvc_root": str(tmp_path / "www"),
+        "microsvc_services": [{"name": "billing", "source": "../code", "module": "app",
+                               "env": "{{ billing_env }}"}],
+    }))
+    (inv / "group_vars" / "all" / "billing.yml").write_text(
+        "billing_env:\n" + "".join("  " + line + "\n" for line in env_yaml.splitlines()))
+    return inv
+
+
+def playbook(env, inv, playbook_path, *args):
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(inv), playbook_path] + list(args),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_secrets_from_ssm_and_secrets_manager_reach_the_env_file_and_never_the_output(secrets, tmp_path):
+    env_yaml = ('DB_PASSWORD: "{{ %s }}"\n'
+                'API_TOKEN: "{{ billing_api_token }}"\n'  # through a variable that holds the lookup
+                "LOG_LEVEL: info\n" % SSM)
+    inv = secret_inventory(tmp_path, env_yaml, {"ansible_connection": "local",
+                                                "ansible_python_interpreter": sys.executable})
+    (inv / "group_vars" / "all" / "tokens.yml").write_text('billing_api_token: "{{ %s }}"\n' % SM)
+    group = grp.getgrgid(os.getgid()).gr_name
+    rc, out = playbook(secrets, inv, os.path.join(ROOT, "tests", "integration", "env_file.yml"),
+                       "-e", "env_file_group=%s" % group, "-vv")
+    assert rc == 0, out
+    assert SSM_SECRET not in out and SM_SECRET not in out, "a secret reached the run's output"
+    env_file = tmp_path / "www" / "billing" / "env"
+    content = env_file.read_text()
+    assert "DB_PASSWORD=%s\n" % SSM_SECRET in content, content
+    assert "API_TOKEN=%s\n" % SM_SECRET in content, content
+    assert "LOG_LEVEL=info\n" in content
+    st = env_file.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert (st.st_uid, st.st_gid) == (0, os.getgid())
+
+
+# Values built around a lookup, or other templates, under a secret's name: each is refused.
+HOSTILE = [
+    ("prefix", '"x{{ %s }}"' % SSM),
+    ("suffix", '"{{ %s }}x"' % SSM),
+    ("concatenation", "\"{{ %s ~ 'hunter2' }}\"" % SSM),
+    ("fallback", "\"{{ %s | default('hunter2', true) }}\"" % SSM),
+    ("or-fallback", "\"{{ %s or 'hunter2' }}\"" % SSM),
+    ("filter", "\"{{ %s | replace('s', 'x') }}\"" % SSM),
+    ("slice", '"{{ (%s)[:-1] }}"' % SSM),
+    ("constant", "\"{{ 'hunter2' }}\""),
+    ("other-lookup", "\"{{ lookup('ansible.builtin.env', 'HOME') }}\""),
+    ("query", "\"{{ query('amazon.aws.ssm_parameter', '/billing/db_password') | first }}\""),
+    ("computed-name", "\"{{ lookup('amazon.aws.ssm_parameter', '/billing/' ~ 'db_password') }}\""),
+    ("unknown-option", "\"{{ lookup('amazon.aws.ssm_parameter', '/billing/db_password', on_missing='skip') }}\""),
+    ("two-outputs", '"{{ %s }}{{ %s }}"' % (SSM, SSM)),
+    ("unsafe-text", "!unsafe \"{{ %s }}\"" % SSM),
+    ("transformed-variable", "\"{{ billing_raw | upper }}\""),
+]
+
+
+@pytest.mark.parametrize("value", [c[1] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_values_built_around_a_secret_lookup_are_refused(secrets, tmp_path, value):
+    inv = secret_inventory(tmp_path, "DB_PASSWORD: %s\n" % value, {
+        "ansible_connection": "community.docker.docker", "ansible_host": "microsvc-test-no-such-container"})
+    (inv / "group_vars" / "all" / "raw.yml").write_text('billing_raw: "{{ %s }}"\n' % SSM)
+    rc, out = playbook(secrets, inv, os.path.join(ROOT, "site.yml"))
+    assert rc != 0, out
+    assert "The service list is invalid; no host was changed." in out, out
+    assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern" in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
+    assert SSM_SECRET not in out, out
+
+
+def test_a_whole_lookup_passes_validation_then_needs_the_host(secrets, tmp_path):
+    """The control case for the refusals: the same setup with the lookup as the whole value."""
+    inv = secret_inventory(tmp_path, 'DB_PASSWORD: "{{ %s }}"\n' % SSM, {
+        "ansible_connection": "community.docker.docker", "ansible_host": "microsvc-test-no-such-container"})
+    rc, out = playbook(secrets, inv, os.path.join(ROOT, "site.yml"))
+    assert "The service list is invalid" not in out, out
+    assert "PLAY [Gateway]" in out, out
+    assert rc != 0
