@@ -236,7 +236,7 @@ def test_values_built_around_a_secret_lookup_are_refused(secrets, tmp_path, valu
     (inv / "group_vars" / "all" / "raw.yml").write_text('billing_raw: "{{ %s }}"\n' % SSM)
     rc, out = playbook(secrets, inv, os.path.join(ROOT, "site.yml"))
     assert rc != 0, out
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern" in out, out
     assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
     assert SSM_SECRET not in out, out
@@ -247,6 +247,6 @@ def test_a_whole_lookup_passes_validation_then_needs_the_host(secrets, tmp_path)
     inv = secret_inventory(tmp_path, 'DB_PASSWORD: "{{ %s }}"\n' % SSM, {
         "ansible_connection": "community.docker.docker", "ansible_host": "microsvc-test-no-such-container"})
     rc, out = playbook(secrets, inv, os.path.join(ROOT, "site.yml"))
-    assert "The service list is invalid" not in out, out
+    assert "The service list or a setting is invalid" not in out, out
     assert "PLAY [Gateway]" in out, out
     assert rc != 0

@@ -48,7 +48,7 @@ def test_bad_list_fails_before_any_host_is_touched(tmp_path, services, expected)
     proc = run_site(tmp_path, services)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert expected in out, out
     assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
 
@@ -58,7 +58,7 @@ def test_good_list_passes_validation_then_needs_the_host(tmp_path):
     (only then) tries to reach the host."""
     proc = run_site(tmp_path, [GOOD])
     out = proc.stdout + proc.stderr
-    assert "The service list is invalid" not in out, out
+    assert "The service list or a setting is invalid" not in out, out
     assert "PLAY [Gateway]" in out, out
     assert proc.returncode != 0 and ("UNREACHABLE" in out or "unreachable=1" in out or "FAILED" in out), out
 
@@ -99,7 +99,7 @@ def test_secret_in_clear_is_refused_when_vault_is_required(tmp_path):
     proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\nLOG_LEVEL: info\n")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
     assert "LOG_LEVEL" not in out.split("no host was changed.")[-1], out
     assert "hunter2" not in out, out
@@ -111,7 +111,7 @@ def test_inline_vault_and_vault_file_values_pass_when_vault_is_required(tmp_path
     proc = secret_site(tmp_path, inline + "API_TOKEN: \"{{ vault_api_token }}\"\nLOG_LEVEL: info\n",
                        vault_file="vault_api_token: s3cret-from-a-vault-file\n")
     out = proc.stdout + proc.stderr
-    assert "The service list is invalid" not in out, out
+    assert "The service list or a setting is invalid" not in out, out
     assert "PLAY [Gateway]" in out, out
 
 
@@ -119,5 +119,5 @@ def test_secret_in_clear_is_accepted_unless_vault_is_required(tmp_path):
     vault(tmp_path, "--version")
     proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\n", require=False)
     out = proc.stdout + proc.stderr
-    assert "The service list is invalid" not in out, out
+    assert "The service list or a setting is invalid" not in out, out
     assert "PLAY [Gateway]" in out, out

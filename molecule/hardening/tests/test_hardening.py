@@ -251,7 +251,7 @@ def test_bad_inventory_changes_nothing_on_the_host(host, tmp_path, services, exp
     before = fingerprint(host)
     rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, SERVICES + services, HARDENING))
     assert rc != 0
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert expected in out, out
     assert fingerprint(host) == before
 
@@ -262,7 +262,7 @@ def test_secret_in_clear_changes_nothing_when_vault_is_required(host, tmp_path):
     rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, services,
                                            dict(HARDENING, microsvc_require_vault=True)))
     assert rc != 0
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert "service 'good': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
     assert "hunter2" not in out, out
     assert fingerprint(host) == before
