@@ -8,9 +8,12 @@ from __future__ import annotations
 import grp
 import json
 import os
+import pathlib
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 
 import boto3
 import pytest
@@ -130,7 +133,7 @@ def test_split_layout_plan_runs_against_the_dynamic_inventory(aws, instances, tm
         {"name": "service3", "source": os.path.join(samples, "service3"), "wsgi_file": "wsgi.py"},
     ]
     extra = tmp_path / "services.yml"
-    extra.write_text(yaml.safe_dump({"microsvc_services": services}))
+    extra.write_text(yaml.safe_dump({"microsvc_services": services, "microsvc_source_roots": [samples]}))
     output = tmp_path / "layout.json"
     proc = subprocess.run(
         [os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(PRODUCTION, "aws_ec2.yml"),
@@ -163,7 +166,16 @@ def secrets(aws):
     return aws
 
 
-def secret_inventory(tmp_path, env_yaml, host):
+@pytest.fixture()
+def short_root():
+    """microsvc_root is at most 60 characters long, and may not be below /tmp: pytest's tmp_path
+    is neither."""
+    path = tempfile.mkdtemp(prefix="msvc-", dir="/var/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def secret_inventory(tmp_path, env_yaml, host, root="/opt/www"):
     """An inventory whose only service, billing, takes its env from `env_yaml` (YAML text, a
     mapping), with microsvc_require_vault on."""
     inv = tmp_path / "inventory"
@@ -172,7 +184,8 @@ def secret_inventory(tmp_path, env_yaml, host):
     (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"target": host}}}))
     (inv / "group_vars" / "all" / "settings.yml").write_text(yaml.safe_dump({
         "microsvc_require_vault": True,
-        "microsvc_root": str(tmp_path / "www"),
+        "microsvc_root": root,
+        "microsvc_source_roots": [str(tmp_path)],
         "microsvc_services": [{"name": "billing", "source": "../code", "module": "app",
                                "env": "{{ billing_env }}"}],
     }))
@@ -187,19 +200,20 @@ def playbook(env, inv, playbook_path, *args):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_secrets_from_ssm_and_secrets_manager_reach_the_env_file_and_never_the_output(secrets, tmp_path):
+def test_secrets_from_ssm_and_secrets_manager_reach_the_env_file_and_never_the_output(secrets, tmp_path, short_root):
     env_yaml = ('DB_PASSWORD: "{{ %s }}"\n'
                 'API_TOKEN: "{{ billing_api_token }}"\n'  # through a variable that holds the lookup
                 "LOG_LEVEL: info\n" % SSM)
-    inv = secret_inventory(tmp_path, env_yaml, {"ansible_connection": "local",
-                                                "ansible_python_interpreter": sys.executable})
+    # (A private address: the vassal role's dependency re-checks the settings, its defaults included.)
+    inv = secret_inventory(tmp_path, env_yaml, {"ansible_connection": "local", "microsvc_private_address": "127.0.0.1",
+                                                "ansible_python_interpreter": sys.executable}, root=short_root)
     (inv / "group_vars" / "all" / "tokens.yml").write_text('billing_api_token: "{{ %s }}"\n' % SM)
     group = grp.getgrgid(os.getgid()).gr_name
     rc, out = playbook(secrets, inv, os.path.join(ROOT, "tests", "integration", "env_file.yml"),
                        "-e", "env_file_group=%s" % group, "-vv")
     assert rc == 0, out
     assert SSM_SECRET not in out and SM_SECRET not in out, "a secret reached the run's output"
-    env_file = tmp_path / "www" / "billing" / "env"
+    env_file = pathlib.Path(short_root) / "billing" / "env"
     content = env_file.read_text()
     assert "DB_PASSWORD=%s\n" % SSM_SECRET in content, content
     assert "API_TOKEN=%s\n" % SM_SECRET in content, content

@@ -64,3 +64,25 @@ def test_package_names_with_versions_and_a_mirror_pass(tmp_path):
                           "https://mirror.example/pypi/simple")
     assert "must be package names" not in out, out
     assert rc == 0, out
+
+
+@pytest.mark.parametrize("name,value", [("microsvc_platform", "Gentoo"), ("uwsgi_emperor_pip_source", "git"),
+                                        ("uwsgi_emperor_packages", ["--force-yes"])])
+def test_hostile_settings_fail_the_validation_play_before_any_host(tmp_path, name, value):
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "code").mkdir()
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"target": {
+        "ansible_connection": "community.docker.docker", "ansible_host": "microsvc-test-no-such-container"}}}}))
+    (inv / "group_vars" / "all" / "settings.yml").write_text(yaml.safe_dump({
+        name: value, "microsvc_source_roots": [str(tmp_path)],
+        "microsvc_services": [{"name": "good", "source": "../code", "module": "app"}]}))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", str(inv), os.path.join(ROOT, "site.yml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
+    assert "setting '%s': " % name in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
