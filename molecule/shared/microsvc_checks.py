@@ -45,6 +45,14 @@ _HTTP = textwrap.dedent(
 )
 
 
+# The platform family whose variables the scenario's roles used (microsvc_platform; the
+# pypi-uwsgi scenario runs the RedHat family's on Debian) and, from it, the group of nginx's
+# worker user, which owns every socket. A scenario's molecule.yml sets these (verifier env).
+PLATFORM = os.environ.get("MICROSVC_PLATFORM", "Debian")
+NGINX_USER = os.environ.get("MICROSVC_NGINX_USER", {"Debian": "www-data", "RedHat": "nginx"}[PLATFORM])
+NGINX_GROUP = os.environ.get("MICROSVC_NGINX_GROUP", NGINX_USER)
+
+
 def demo_services():
     """The sample services as listed in inventories/demo (the single source of truth)."""
     with open(DEMO_SERVICES, encoding="utf-8") as handle:

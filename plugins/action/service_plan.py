@@ -19,6 +19,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan impor
 )
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import SETTINGS, check_settings
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import prepare_source
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.trusted_store import TemplateIndex
 
 SPEC_PATH = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "roles", "service_plan", "meta", "argument_specs.yml"
@@ -30,9 +31,9 @@ DEFAULT_PREFIX = "/api/"
 _SPEC_CACHE = {}
 
 try:  # ansible-core >= 2.19 marks values decrypted from vault, and where every value came from
-    from ansible._internal._datatag._tags import Origin
+    from ansible._internal._datatag._tags import Origin, TrustedAsTemplate
 except ImportError:  # pragma: no cover - other ansible-core versions: inline vault only
-    Origin = None
+    Origin = TrustedAsTemplate = None
 
 
 def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
@@ -51,6 +52,16 @@ def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
         except OSError:
             _encrypted_files[path] = False
     return _encrypted_files[path]
+
+
+def trusted_store(task_vars):
+    """The predicate microsvc_require_vault applies: a value from ansible-vault, or one that came
+    unchanged from an amazon.aws SSM Parameter Store / Secrets Manager lookup written as a whole
+    value in the inventory (see plugin_utils/trusted_store.py)."""
+    if Origin is None:  # pragma: no cover - no origins to recognise lookups by
+        return from_vault
+    index = TemplateIndex(task_vars or {}, Origin.get_tag, TrustedAsTemplate.is_tagged_on)
+    return lambda value: from_vault(value) or index.from_lookup(value)
 
 
 def service_spec():
@@ -117,7 +128,7 @@ class ActionModule(ActionBase):
             route_prefix=prefix,
             base_dir=args.get("base_dir") or self._loader.get_basedir(),
             secret_names=args.get("secret_names") or (),
-            is_vaulted=from_vault if args.get("require_vault") else None,
+            is_vaulted=trusted_store(task_vars) if args.get("require_vault") else None,
             source_roots=roots,
             allowed_pythons=[] if "microsvc_allowed_pythons" in bad else (args.get("allowed_pythons") or []),
             prepare_source=(lambda svc: prepare_source(svc, cache_dir)) if prepare else None,
@@ -136,5 +147,9 @@ class ActionModule(ActionBase):
             ) from None
         result["changed"] = False
         result["ansible_facts"] = {"microsvc_plan": plan}
+        # The plan holds every service's environment, secrets included (from vault or AWS): a
+        # verbose run must not print it. Refusals (above) name fields, never values.
+        if any(svc.get("env") for svc in plan["services"]):
+            result["_ansible_no_log"] = True
         result["msg"] = "%d services (%d selected)" % (len(plan["names"]), len(plan["selected"]))
         return result

@@ -408,7 +408,9 @@ class Planner:
                     errors.append(
                         "%s: field 'env.%s': the name matches the secret pattern %r but the value is not from "
                         "ansible-vault (microsvc_require_vault is on): encrypt it with ansible-vault "
-                        "encrypt_string, or move it into a vault-encrypted vars file" % (label, key, pattern))
+                        "encrypt_string, or move it into a vault-encrypted vars file, or read it whole with "
+                        "lookup('amazon.aws.ssm_parameter', ...) or lookup('amazon.aws.secretsmanager_secret', "
+                        "...) and literal arguments" % (label, key, pattern))
 
     # -- per item --------------------------------------------------------------
     def _check_defaults(self, defaults, errors):

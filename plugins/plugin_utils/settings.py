@@ -60,6 +60,11 @@ def _tls_protocols(value):
     return None
 
 
+# The family whose vars/<family>.yml a role loads instead of the facts' (issue 15).
+PLATFORM = Choice("", "Debian", "RedHat")
+# Distribution package names, optionally with a version or architecture (apt name=version,
+# name:arch; dnf name-version): they reach apt/dnf as arguments.
+PACKAGE = Str(r"[A-Za-z0-9][A-Za-z0-9+._:=~-]{0,127}", "a package name (letters, digits and +._:=~-)", 128)
 SECRET_PATTERN = Str(r"[A-Za-z0-9_*?\[\]!-]{1,64}", "a shell-style pattern of letters, digits and _*?[]!-", 64)
 UWSGI_OPTION_NAME = Str(r"[a-z0-9][a-z0-9-]{0,63}", "a uWSGI option name", 64)
 UWSGI_VALUE = Scalar(500, extra=no_uwsgi_magic)
@@ -88,6 +93,7 @@ SETTINGS = {
     "private_ip_address": IpAddress(),
     "microsvc_serial": AnyOf(Int(1, 10000), Str(r"(?:100|[1-9][0-9]?)%", "a percentage from 1% to 100%", 4)),
     "deploy_force": Bool(),
+    "microsvc_platform": PLATFORM,
     # --- role service_plan (the same values under the role's own names) --------------------
     "service_plan_services": None,
     "service_plan_defaults": None,
@@ -135,6 +141,7 @@ SETTINGS = {
                                        "TLSv1.2 and/or TLSv1.3, separated by a space", 20, extra=_tls_protocols),
     "nginx_gateway_tls_ciphers": ListOf(Str(r"[A-Za-z0-9_-]{1,64}", "an OpenSSL cipher name", 64), 100,
                                         min_items=1),
+    "nginx_gateway_platform": PLATFORM,
     # --- role uwsgi_emperor ----------------------------------------------------------------
     "uwsgi_emperor_service_name": Str(r"[a-z][a-z0-9_-]{0,63}", "a systemd unit name of a-z, 0-9, '_' and '-'",
                                       64),
@@ -149,6 +156,12 @@ SETTINGS = {
     "uwsgi_emperor_read_write_paths": ListOf(AbsPath(200, not_system=True, min_depth=2), 50),
     "uwsgi_emperor_allow_privileged_ports": Bool(),
     "uwsgi_emperor_log_retention_days": Int(1, 3650),
+    "uwsgi_emperor_platform": PLATFORM,
+    "uwsgi_emperor_packages": ListOf(PACKAGE, 100),
+    "uwsgi_emperor_pip_source": Choice("index", "sdist"),
+    "uwsgi_emperor_pip_index_url": AnyOf(EMPTY, Url(("https", "http"), credentials=True, secret=True),
+                                         rule="empty or an http(s) URL of a package index"),
+    "uwsgi_emperor_cache_dir": AbsPath(4096, min_depth=1),
     # --- role service_firewall -------------------------------------------------------------
     "service_firewall_enabled": Bool(),
     "service_firewall_gateway_hosts": HOST_PATTERN,
@@ -175,6 +188,7 @@ SETTINGS = {
     "uwsgi_vassal_gateway_validate_certs": Bool(),
     "uwsgi_vassal_migrate_host": AnyOf(EMPTY, INVENTORY_HOST),
     "uwsgi_vassal_rollback_service": Str(NAME_PATTERN, "a service name", 32),
+    "uwsgi_vassal_platform": PLATFORM,
     "uwsgi_vassal_rollback_release": AnyOf(EMPTY, Str(r"[0-9a-f]{12}", "a release id (12 hex digits)", 12)),
 }
 

@@ -1,0 +1,76 @@
+"""The RHEL family's install path, seen on the converged Debian host: uWSGI built from PyPI into
+its own virtualenv with Python built in, no distribution uWSGI, no plugin, nginx's workers as
+"nginx". (The default scenario's tests run as well, expecting the nginx group on sockets.)"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+from microsvc_checks import NGINX_USER, demo_services, vassal_processes
+
+UWSGI = "/opt/uwsgi/bin/uwsgi"
+
+
+def test_platform_is_debian_running_the_redhat_family_variables(host):
+    assert host.system_info.distribution == "debian"
+    assert NGINX_USER == "nginx"
+
+
+@pytest.mark.parametrize("package", ["uwsgi-core", "uwsgi-plugin-python3", "uwsgi"])
+def test_no_distribution_uwsgi(host, package):
+    assert not host.package(package).is_installed
+
+
+def test_uwsgi_built_from_pypi_at_the_pinned_version(host):
+    assert host.check_output("%s --version" % UWSGI).strip() == "2.0.28"
+    # The pip metadata says it came from the source distribution, built on this host.
+    show = host.check_output("/opt/uwsgi/bin/python -m pip show uwsgi")
+    assert "Version: 2.0.28" in show
+    assert host.file("/opt/uwsgi/lib/python3.11/site-packages").is_directory
+    # The pushed source is gone once built.
+    assert not host.file("/opt/uwsgi/sdist").exists
+
+
+def test_python_is_built_in(host):
+    """No --plugin: the binary itself runs Python 3.11 (the distribution's build needs python3)."""
+    version = host.check_output("%s --python-version" % UWSGI).strip()
+    assert version.startswith("3.11."), version
+
+
+def test_emperor_runs_the_pypi_binary(host):
+    unit = host.file("/etc/systemd/system/uwsgi-emperor.service").content_string
+    assert "ExecStart=%s --ini" % UWSGI in unit
+    pid = host.check_output("systemctl show -p MainPID --value uwsgi-emperor").strip()
+    assert pid != "0"
+    assert host.check_output("readlink /proc/%s/exe" % pid).strip() == UWSGI
+
+
+@pytest.mark.parametrize("svc", demo_services(), ids=[s["name"] for s in demo_services()])
+def test_vassals_load_no_plugin_and_run_the_pypi_build(host, svc):
+    ini = host.file("/etc/uwsgi/vassals/%s.ini" % svc["name"]).content_string
+    assert "plugins" not in ini
+    # The vassal's own stats server reports the uWSGI version it runs: the PyPI pin, not the
+    # distribution's (Debian 12 ships 2.0.21).
+    stats = host.check_output(
+        "python3 -c 'import json, socket; s = socket.socket(socket.AF_UNIX); s.connect(\"%s\"); "
+        "data = b\"\".join(iter(lambda: s.recv(65536), b\"\")); print(json.loads(data)[\"version\"])'"
+        % ("/opt/www/%s/run/stats.sock" % svc["name"]))
+    assert stats.strip() == "2.0.28"
+    master = vassal_processes(host, svc["name"])[0]
+    emperor = host.check_output("systemctl show -p MainPID --value uwsgi-emperor").strip()
+    assert master[2] == int(emperor), "the vassal is a child of the PyPI-built emperor"
+
+
+@pytest.mark.parametrize("svc", demo_services(), ids=[s["name"] for s in demo_services()])
+def test_service_virtualenvs_use_python_3_11(host, svc):
+    cfg = host.check_output("cat /opt/www/%s/venvs/*/pyvenv.cfg" % svc["name"])
+    assert "/usr/bin/python3.11" in cfg or "version = 3.11" in cfg, cfg
+
+
+def test_nginx_workers_run_as_nginx(host):
+    out = host.check_output("ps -eo user:32,args --no-headers")
+    workers = [line.split(None, 1)[0] for line in out.splitlines() if "nginx: worker process" in line]
+    assert workers and set(workers) == {NGINX_USER}, workers
+    assert "user nginx;" in host.file("/etc/nginx/nginx.conf").content_string
