@@ -11,7 +11,8 @@ Task arguments:
   ini_template:  template of the vassal ini (rendered with __uwsgi_vassal_svc)
   env_template:  template of the environment file (only its checksum leaves this plugin)
   force:         deploy every selected service even when nothing differs
-  plugin_python: the uWSGI plugin's Python version (x.y.z) for the per-service check
+  plugin_python: the uWSGI plugin's Python version (x.y.z) for the per-service check, when known
+  uwsgi:         {binary, plugin} of uWSGI: the probe asks its Python version itself
   default_python: interpreter for services that name none (the platform's)
   root:          directory holding the services (for services no longer listed)
 
@@ -75,6 +76,7 @@ class ActionModule(ActionBase):
 
         probe_args = dict(
             vassals_dir=vassals_dir,
+            uwsgi=dict(args.get("uwsgi") or {}),
             listed=list(args.get("listed") or []),
             services=[
                 dict(
@@ -99,7 +101,7 @@ class ActionModule(ActionBase):
             result.update(probed)
             return result
 
-        plugin_python = str(args.get("plugin_python") or "")
+        plugin_python = str(probed.get("plugin_python") or args.get("plugin_python") or "")
         work, mismatched = [], []
         for svc in services:
             state = probed["services"][svc["name"]]

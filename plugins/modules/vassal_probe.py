@@ -40,6 +40,12 @@ options:
     description: The emperor's vassals directory.
     type: path
     required: true
+  uwsgi:
+    description:
+      - C(binary) and C(plugin) (empty when Python is built in) of uWSGI; when given, its Python version is
+        returned as C(plugin_python), for the per-service check that the virtualenvs use the same Python.
+    type: dict
+    default: {}
   marker:
     description: Line that identifies a vassal ini written by this collection.
     type: str
@@ -57,6 +63,10 @@ unlisted:
   description: Names of services whose vassal ini is on the host but which are no longer listed.
   returned: always
   type: list
+plugin_python:
+  description: The Python version uWSGI runs (x.y.z), when I(uwsgi) was given and uWSGI answered.
+  returned: always
+  type: str
 absent_leftovers:
   description: Names of absent services that still have an ini, a socket or (with purge) a directory or user.
   returned: always
@@ -136,6 +146,19 @@ def python_version(path):
     return _PY_CACHE[path]
 
 
+def uwsgi_python(uwsgi):
+    """The Python version uWSGI's Python plugin (or built-in Python) runs, or an empty string."""
+    binary = (uwsgi or {}).get("binary")
+    if not binary or not os.path.exists(binary):
+        return ""
+    argv = [binary] + (["--plugin", uwsgi["plugin"]] if uwsgi.get("plugin") else []) + ["--python-version"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+    except OSError:
+        return ""
+    return out.splitlines()[-1] if out else ""
+
+
 def read_json(path):
     try:
         with open(path, encoding="utf-8") as handle:
@@ -200,6 +223,7 @@ def main():
             listed=dict(type="list", elements="str", default=[]),
             vassals_dir=dict(type="path", required=True),
             marker=dict(type="str", default="; microsvc-service:"),
+            uwsgi=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
@@ -232,7 +256,8 @@ def main():
         if left:
             leftovers.append(svc["name"])
 
-    module.exit_json(changed=False, services=services, unlisted=unlisted, absent_leftovers=leftovers)
+    module.exit_json(changed=False, services=services, unlisted=unlisted, absent_leftovers=leftovers,
+                     plugin_python=uwsgi_python(p["uwsgi"]))
 
 
 if __name__ == "__main__":
