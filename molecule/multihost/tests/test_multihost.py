@@ -62,7 +62,7 @@ def inventory(directory, services):
 
 def port_of(name):
     conf = backend(GW).file("/etc/nginx/microsvc/upstreams/%s.conf" % name).content_string
-    return int(conf.split(ADDR[APP1] + ":")[1].split()[0])
+    return int(conf.split(ADDR[APP1] + ":")[1].split()[0].strip('";'))
 
 
 def hosts_answering(gw, n=40):
