@@ -104,6 +104,9 @@ def write_inventory(directory, host, services, extra_vars=None):
     with open(DEMO_SETTINGS, encoding="utf-8") as handle:
         settings = yaml.safe_load(handle)
     settings["microsvc_samples_dir"] = os.path.join(PROJECT, "samples")
+    # Sources may come from the samples and from the test's own working trees next to the inventory.
+    settings["microsvc_source_roots"] = [os.path.join(PROJECT, "samples"),
+                                         os.path.dirname(os.path.abspath(directory))]
     settings.update(extra_vars or {})
     with open(os.path.join(all_vars, "settings.yml"), "w", encoding="utf-8") as handle:
         yaml.safe_dump(settings, handle)

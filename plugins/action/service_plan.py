@@ -1,24 +1,31 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
-"""Action plugin: validate the service list and publish the plan (controller only)."""
+"""Action plugin: validate the settings and the service list, fetch and inspect the selected
+services' sources, and publish the plan (controller only; no host is contacted)."""
 
 from __future__ import annotations
 
 import os
 
 import yaml
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.parsing.vault import VaultHelper, is_encrypted_file
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
     Planner,
     load_service_spec,
+    plain,
 )
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import SETTINGS, check_settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import prepare_source
 
 SPEC_PATH = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "roles", "service_plan", "meta", "argument_specs.yml"
 )
+ROLES_DIR = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "roles"))
+DEFAULT_ROOT = "/opt/www"
+DEFAULT_PREFIX = "/api/"
 
 _SPEC_CACHE = {}
 
@@ -56,19 +63,64 @@ def service_spec():
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("services", "defaults", "selected", "root", "route_prefix", "check_sources", "base_dir",
-                             "require_vault", "secret_names"))
+                             "require_vault", "secret_names", "source_roots", "allowed_pythons", "cache_dir",
+                             "prepare_sources"))
+
+    @staticmethod
+    def _role_default(value):
+        """Whether a variable's value comes from one of this collection's role defaults (the
+        collection's own values, not the operator's)."""
+        origin = Origin.get_tag(value) if Origin is not None else None
+        path = os.path.realpath(getattr(origin, "path", None) or "")
+        return path.startswith(ROLES_DIR + os.sep) and os.sep + "defaults" + os.sep in path
+
+    def _settings(self, task_vars):
+        """The settings the inventory or the command line defines, templated. The service_plan
+        role's own variables are checked through the arguments below (they only forward the
+        collection-wide ones)."""
+        values = {}
+        for name in SETTINGS:
+            if SETTINGS[name] is None or name.startswith("service_plan_") or name not in task_vars \
+                    or self._role_default(task_vars[name]):
+                continue
+            try:
+                values[name] = plain(self._templar.template(task_vars[name]))
+            except AnsibleError:
+                continue  # depends on something only a host can tell (a fact); checked where used
+        return values
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
-        base_dir = args.get("base_dir") or self._loader.get_basedir()
+        argument_settings = {
+            "microsvc_root": args.get("root") or DEFAULT_ROOT,
+            "microsvc_route_prefix": args.get("route_prefix") or DEFAULT_PREFIX,
+            "microsvc_secret_names": args.get("secret_names") or [],
+        }
+        for key, name in (("source_roots", "microsvc_source_roots"), ("allowed_pythons", "microsvc_allowed_pythons"),
+                          ("cache_dir", "microsvc_cache_dir")):
+            if args.get(key) not in (None, ""):
+                argument_settings[name] = args[key]
+        errors = check_settings(self._settings(task_vars))
+        errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
+        bad = {e.split("'")[1] for e in errors}
+        root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
+        prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]
+        roots = args.get("source_roots")
+        if "microsvc_source_roots" in bad or not roots:
+            roots = [os.getcwd()]
+        cache_dir = None if "microsvc_cache_dir" in bad else args.get("cache_dir")
+        prepare = args.get("prepare_sources", True) and "microsvc_cache_dir" not in bad
         planner = Planner(
             service_spec(),
-            root=args.get("root") or "/opt/www",
-            route_prefix=args.get("route_prefix") or "/api/",
-            base_dir=base_dir,
+            root=root,
+            route_prefix=prefix,
+            base_dir=args.get("base_dir") or self._loader.get_basedir(),
             secret_names=args.get("secret_names") or (),
             is_vaulted=from_vault if args.get("require_vault") else None,
+            source_roots=roots,
+            allowed_pythons=[] if "microsvc_allowed_pythons" in bad else (args.get("allowed_pythons") or []),
+            prepare_source=(lambda svc: prepare_source(svc, cache_dir)) if prepare else None,
         )
         try:
             plan = planner.plan(
@@ -76,10 +128,11 @@ class ActionModule(ActionBase):
                 defaults=args.get("defaults"),
                 selected=args.get("selected"),
                 check_sources=args.get("check_sources", True),
+                errors=errors,
             )
         except PlanError as exc:
             raise AnsibleActionFail(
-                "The service list is invalid; no host was changed.\n- " + "\n- ".join(exc.errors)
+                "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(exc.errors)
             ) from None
         result["changed"] = False
         result["ansible_facts"] = {"microsvc_plan": plan}

@@ -10,7 +10,6 @@ Task arguments:
   vassals_dir:   the emperor's vassals directory
   ini_template:  template of the vassal ini (rendered with __uwsgi_vassal_svc)
   env_template:  template of the environment file (only its checksum leaves this plugin)
-  cache_dir:     controller cache for releases (default ~/.cache/microsvc)
   force:         deploy every selected service even when nothing differs
   plugin_python: the uWSGI plugin's Python version (x.y.z) for the per-service check
   default_python: interpreter for services that name none (the platform's)
@@ -28,10 +27,9 @@ import re
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import NAME_PATTERN
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import SourceError, prepare_release
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
 
 
 def _sha1(text):
@@ -52,11 +50,13 @@ class ActionModule(ActionBase):
         wanted = {}
         errors = []
         for svc in services:
-            try:
-                rel = prepare_release(svc, args.get("cache_dir"), python=default_python)
-            except SourceError as exc:
-                errors.append("service '%s': field 'source': %s" % (svc["name"], exc))
+            # The plan fetched, inspected and repacked the source on the controller.
+            artifact = svc.get("artifact")
+            if not artifact:
+                errors.append("service '%s': its source was not prepared by the plan (run site.yml)" % svc["name"])
                 continue
+            venv = venv_key(svc["python"] or default_python, artifact["requirements"])
+            rel = dict(artifact, venv=venv, release=release_id(artifact["digest"], venv))
             svc_vars = {"__uwsgi_vassal_svc": svc}
             ini = renderer.render(args["ini_template"], extra_vars=svc_vars)
             env = renderer.render(args["env_template"], extra_vars=svc_vars)
@@ -71,7 +71,7 @@ class ActionModule(ActionBase):
                 env_sha1=_sha1(env),
             )
         if errors:
-            raise AnsibleActionFail("Cannot prepare the releases; no host was changed.\n- " + "\n- ".join(errors))
+            raise AnsibleActionFail("Cannot deploy; no service was changed.\n- " + "\n- ".join(errors))
 
         probe_args = dict(
             vassals_dir=vassals_dir,
@@ -145,7 +145,7 @@ class ActionModule(ActionBase):
                                socket=svc["socket"], stats_socket=svc["stats_socket"],
                                ini_path="%s/%s.ini" % (vassals_dir, name)))
         for name in probed.get("unlisted", []):
-            if NAME_RE.match(name) and name not in by_name:
+            if re.fullmatch(NAME_PATTERN, name) and name not in by_name:
                 base = "%s/%s" % (root.rstrip("/"), name)
                 remove.append(dict(name=name, purge=False, reason="no longer listed", root=base,
                                    socket=base + "/uwsgi.sock", stats_socket=base + "/run/stats.sock",

@@ -12,6 +12,10 @@ description:
   - Ensures a system group and a system user (no login shell, no home directory created) and a list of
     directories with owner, group and mode. Parent directories are never created with the service's
     ownership; each directory of the list is created with exactly what the list says.
+  - Uses, changes or creates only an account that the collection created for this service (recorded in
+    I(registry)); a user or group of that name that someone else created fails the call before anything
+    changes (see the module C(microsvc.deploy.service_accounts), which the plan runs first).
+  - Writes I(marker) (the service's name) so that a purge removes only a directory the collection made.
   - One call instead of one per directory; supports check mode and diff.
 version_added: 0.1.0
 options:
@@ -39,6 +43,13 @@ options:
     type: list
     elements: dict
     default: []
+  marker:
+    description: File (root-owned, 0644) that records the service's name; written when missing.
+    type: path
+  registry:
+    description: Directory of the account registry.
+    type: path
+    default: /var/lib/microsvc/accounts
 author:
   - microsvc maintainers
 """
@@ -59,6 +70,7 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.accounts import classify, register
 
 
 def lookup_user(name):
@@ -84,6 +96,8 @@ def main():
             shell=dict(type="path", default="/usr/sbin/nologin"),
             comment=dict(type="str", default=""),
             directories=dict(type="list", elements="dict", default=[]),
+            marker=dict(type="path"),
+            registry=dict(type="path", default="/var/lib/microsvc/accounts"),
         ),
         supports_check_mode=True,
     )
@@ -92,6 +106,11 @@ def main():
     result = dict(changed=False, created_user=False, changed_paths=[])
     diff_before, diff_after = [], []
 
+    kind, reason = classify(p["user"], p["home"], p["registry"])
+    if kind == "foreign":
+        module.fail_json(msg="service '%s': field 'name': %s; the host was not changed" % (p["user"], reason))
+    if kind == "legacy" and not module.check_mode:
+        register(p["user"], p["registry"], uid=lookup_user(p["user"]).pw_uid, gid=lookup_group(group).gr_gid)
     if lookup_group(group) is None:
         result.update(changed=True, created_user=True)
         diff_after.append("group %s" % group)
@@ -99,6 +118,7 @@ def main():
             rc, out, err = module.run_command(["groupadd", "--system", group])
             if rc != 0:
                 module.fail_json(msg="groupadd %s failed: %s" % (group, err or out))
+            register(p["user"], p["registry"], gid=lookup_group(group).gr_gid)
     user = lookup_user(p["user"])
     if user is None:
         result.update(changed=True, created_user=True)
@@ -109,6 +129,7 @@ def main():
                 "--shell", p["shell"], "--comment", p["comment"], p["user"]])
             if rc != 0:
                 module.fail_json(msg="useradd %s failed: %s" % (p["user"], err or out))
+            register(p["user"], p["registry"], uid=lookup_user(p["user"]).pw_uid)
     elif user.pw_shell != p["shell"]:
         result["changed"] = True
         diff_before.append("user %s shell %s" % (p["user"], user.pw_shell))
@@ -147,6 +168,15 @@ def main():
             os.mkdir(path, mode)
         os.chown(path, uid, gid)
         os.chmod(path, mode)
+
+    marker = p["marker"]
+    if marker and not os.path.isfile(marker):
+        result["changed"] = True
+        diff_after.append("%s (marker of service %s)" % (marker, p["user"]))
+        if not module.check_mode:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(p["user"] + "\n")
 
     if module._diff and result["changed"]:
         result["diff"] = dict(before="\n".join(diff_before) + "\n", after="\n".join(diff_after) + "\n")

@@ -4,180 +4,140 @@
 logs, metrics and maintenance (nginx_gateway_*), the uWSGI metrics of the emperor role
 (uwsgi_emperor_metrics_*) and the collection-wide microsvc_metrics_* they default to.
 
-Each checker takes a value and returns None or a sentence saying what is allowed. Values
-are matched in full (``re.fullmatch``), control characters are refused everywhere, numbers
-have stated bounds. ``check()`` runs the table on a dict of settings and adds the checks
-that involve several settings; every message names the variable.
+``CHECKS`` maps each of these variables to a check of plugins/plugin_utils/checks.py (full-string
+patterns, no control characters, bounded numbers, a ``rule`` for the docs); the collection-wide
+table ``settings.SETTINGS`` includes it, so the validation play checks what the inventory sets
+before any host is contacted. ``check()`` runs the same checks on the values a role is about to
+use (its defaults included) and adds the rules that involve several settings; the gateway role
+calls it (action microsvc.deploy.gateway_settings) before its play changes anything.
 
-Kept free of Ansible's plugin machinery so that unit tests import it directly. The table
-``CHECKS`` is meant to join the collection-wide settings table when that lands.
+Kept free of Ansible's plugin machinery so that unit tests import it directly.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-MIME_RE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,63}")
-# One DNS label: letters, digits, inner hyphens; 1-63 characters.
-LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-DNS_NAME_RE = re.compile(r"(?:%s\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?" % LABEL)
-URL_RE = re.compile(r"https://(?:%s\.)*%s(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%%/-]*)?" % (LABEL, LABEL))
-EMAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
-PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,254}")
-LOG_FORMATS = ("text", "json")
-# Networks a metrics endpoint may bind to: loopback, RFC 1918 and IPv6 unique local addresses.
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
+    AbsPath,
+    AnyOf,
+    Bool,
+    Check,
+    Choice,
+    Int,
+    ListOf,
+    Str,
+    has_control,
+    kind_of,
+    show,
+)
+
+# Networks a metrics endpoint may bind to, besides loopback: RFC 1918 and IPv6 unique local.
 PRIVATE_NETS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]
 MAX_ACME_NAMES = 100  # Let's Encrypt's limit of names per certificate
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 
 
-def _control(value):
-    return isinstance(value, str) and CONTROL_RE.search(value)
+class MetricsAddress(Check):
+    """A literal IP address the host has: loopback or private, never a wildcard or public."""
+
+    rule = ("the loopback address or a private address of the host (10/8, 172.16/12, 192.168/16, fc00::/7) in "
+            "its normal form, never a wildcard or a public address")
+
+    def __call__(self, value):
+        if not isinstance(value, str):
+            return "must be a string (%s), got %s" % (self.rule, kind_of(value))
+        if has_control(value):
+            return "%s contains a control character or line break; must be %s" % (show(value), self.rule)
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            return "%s is not an IP address; must be %s" % (show(value), self.rule)
+        if addr.is_unspecified:
+            return "%s is a wildcard address; must be %s" % (show(value), self.rule)
+        if str(addr) != value:
+            return "%s is not in its normal form (%r); must be %s" % (show(value), str(addr), self.rule)
+        if addr.is_loopback or any(addr in net for net in PRIVATE_NETS):
+            return None
+        return "%s is a public address; must be %s" % (show(value), self.rule)
 
 
-def boolean(value):
-    if not isinstance(value, bool):
-        return "must be true or false, got %r" % (value,)
+class DnsNames(ListOf):
+    """Certificate names: fully qualified lowercase DNS names, no wildcards, no repeats."""
+
+    def __init__(self):
+        name = Str(r"(?=.{1,253}$)(?:%s\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?" % LABEL,
+                   "a fully qualified DNS name of lowercase letters, digits, '-' and '.' (no wildcard: this "
+                   "gateway answers the HTTP-01 challenge, which cannot prove one)", 253)
+        super().__init__(name, MAX_ACME_NAMES)
+
+    def __call__(self, value):
+        msg = super().__call__(value)
+        if msg and isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, str) and item.startswith("*."):
+                    return msg + " (wildcards need the DNS-01 challenge)"
+                if isinstance(item, str) and item.lower() != item:
+                    return msg + " (write names in lowercase)"
+        if msg:
+            return msg
+        if len(set(value)) != len(value):
+            return "lists a name twice"
+        return None
+
+
+def _not_html(value):
+    if value == "text/html":
+        return "text/html is always compressed once compression is on; leave it out of the list"
     return None
 
 
-def integer(low, high):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "must be a whole number between %d and %d, got %r" % (low, high, value)
-        if not low <= value <= high:
-            return "must be between %d and %d, got %d" % (low, high, value)
-        return None
-    check.bounds = (low, high)
-    return check
-
-
-def choice(*allowed):
-    def check(value):
-        if value not in allowed:
-            return "must be one of %s, got %r" % (", ".join(allowed), value)
-        return None
-    return check
-
-
-def metrics_address(value):
-    """A literal IP address of this host: loopback or private, never a wildcard."""
-    if not isinstance(value, str) or _control(value):
-        return "must be an IP address written as text, without control characters, got %r" % (value,)
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        return ("%r is not an IP address; give the loopback address (127.0.0.1) or a private address of the host "
-                "(10/8, 172.16/12, 192.168/16, fc00::/7), never a name or a wildcard" % value)
-    if str(addr) != value:
-        return "write the address in its normal form, %r, not %r" % (str(addr), value)
-    if addr.is_unspecified:
-        return "%r is a wildcard: metrics bind to the loopback address or one private address only" % value
-    if addr.is_loopback or any(addr in net for net in PRIVATE_NETS):
-        return None
-    return ("%r is a public address: metrics bind to the loopback address or a private address "
-            "(10/8, 172.16/12, 192.168/16, fc00::/7) only" % value)
-
-
-def mime_types(value):
-    if not isinstance(value, list) or not value:
-        return "must be a non-empty list of MIME types such as application/json"
-    if len(value) > 50:
-        return "at most 50 MIME types, got %d" % len(value)
-    for item in value:
-        if not isinstance(item, str) or not MIME_RE.fullmatch(item):
-            return "%r is not a lowercase MIME type such as application/json or text/css" % (item,)
-        if item == "text/html":
-            return "text/html is always compressed once compression is on; leave it out of the list"
-    return None
-
-
-def dns_names(value):
-    if not isinstance(value, list):
-        return "must be a list of DNS names"
-    if len(value) > MAX_ACME_NAMES:
-        return "at most %d names per certificate, got %d" % (MAX_ACME_NAMES, len(value))
-    for item in value:
-        problem = dns_name(item)
-        if problem:
-            return problem
-    if len(set(value)) != len(value):
-        return "lists a name twice"
-    return None
-
-
-def dns_name(value):
-    if not isinstance(value, str) or _control(value) or len(value) > 253 or not DNS_NAME_RE.fullmatch(value):
-        hint = ""
-        if isinstance(value, str) and value.startswith("*."):
-            hint = " (wildcards need the DNS-01 challenge; this gateway answers HTTP-01 only)"
-        elif isinstance(value, str) and value.lower() != value:
-            hint = " (write it in lowercase)"
-        return ("%r is not a fully qualified DNS name of lowercase letters, digits, hyphens and dots%s"
-                % (value, hint))
-    return None
-
-
-def acme_url(value):
-    if value == "":
-        return None
-    if not isinstance(value, str) or _control(value) or len(value) > 255 or not URL_RE.fullmatch(value):
-        return ("%r is not an https:// URL of an ACME directory (a host name, an optional port and a path of "
-                "letters, digits and ._~%%/-), at most 255 characters" % (value,))
-    port = re.search(r":([0-9]+)(?:/|$)", value[len("https://"):])
+def _port_in_range(value):
+    port = re.search(r"^https://[^/:]+:([0-9]+)", value)
     if port and not 1 <= int(port.group(1)) <= 65535:
-        return "port %s is out of range (1-65535)" % port.group(1)
+        return "%s: port %s is out of range (1-65535)" % (show(value), port.group(1))
     return None
 
 
-def email(value):
-    if value == "":
-        return None
-    if not isinstance(value, str) or _control(value) or len(value) > 254 or not EMAIL_RE.fullmatch(value):
-        return "%r is not an e-mail address such as ops@example.com" % (value,)
-    return None
+PORT = Int(1024, 65535)
+METRICS_ADDRESS = MetricsAddress()
+MIME_TYPES = ListOf(Str(r"[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,63}",
+                        "a lowercase MIME type such as application/json (not text/html, always compressed)", 129,
+                        extra=_not_html), 50, min_items=1)
+ACME_URL = Str(r"|https://(?:%s\.)*%s(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%%/-]*)?" % (LABEL, LABEL),
+               "empty (Let's Encrypt) or the https:// URL of an ACME directory: a host name, an optional port and "
+               "a path of letters, digits and ._~%/-", 255, extra=_port_in_range)
+EMAIL = Str(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}",
+            "empty or an e-mail address such as ops@example.com", 254, empty=True)
+CA_BUNDLE = AnyOf(Str(r"", "empty", 0), AbsPath(255, min_depth=2),
+                  rule="empty, or (tests only) " + AbsPath(255, min_depth=2).rule)
 
-
-def host_path(value):
-    """An absolute, normalised path on the host, or empty."""
-    if value == "":
-        return None
-    if not isinstance(value, str) or _control(value) or not PATH_RE.fullmatch(value):
-        return "%r must be an absolute path of letters, digits and ._/- (at most 255 characters)" % (value,)
-    if posixpath.normpath(value) != value or "/../" in value + "/" or value.endswith("/.."):
-        return "%r must be normalised (no '.', '..', '//' or trailing '/'), e.g. %r" % (value, posixpath.normpath(value))
-    return None
-
-
-PORT = integer(1024, 65535)
-
-# variable -> checker. The emperor's metrics variables are here too: they are one feature.
+# variable -> check. The emperor's metrics variables are here too: they are one feature.
 CHECKS = {
-    "microsvc_metrics_enabled": boolean,
-    "microsvc_metrics_address": metrics_address,
-    "nginx_gateway_http2": boolean,
-    "nginx_gateway_compression": boolean,
-    "nginx_gateway_compression_min_length": integer(1, 1048576),
-    "nginx_gateway_compression_types": mime_types,
-    "nginx_gateway_brotli": boolean,
-    "nginx_gateway_access_log_format": choice(*LOG_FORMATS),
-    "nginx_gateway_maintenance_retry_after": integer(1, 86400),
-    "nginx_gateway_metrics_enabled": boolean,
-    "nginx_gateway_metrics_address": metrics_address,
+    "microsvc_metrics_enabled": Bool(),
+    "microsvc_metrics_address": METRICS_ADDRESS,
+    "nginx_gateway_http2": Bool(),
+    "nginx_gateway_compression": Bool(),
+    "nginx_gateway_compression_min_length": Int(1, 1048576),
+    "nginx_gateway_compression_types": MIME_TYPES,
+    "nginx_gateway_brotli": Bool(),
+    "nginx_gateway_access_log_format": Choice("text", "json"),
+    "nginx_gateway_maintenance_retry_after": Int(1, 86400),
+    "nginx_gateway_metrics_enabled": Bool(),
+    "nginx_gateway_metrics_address": METRICS_ADDRESS,
     "nginx_gateway_metrics_port": PORT,
     "nginx_gateway_stub_status_port": PORT,
-    "nginx_gateway_acme_enabled": boolean,
-    "nginx_gateway_acme_directory_url": acme_url,
-    "nginx_gateway_acme_staging": boolean,
-    "nginx_gateway_acme_email": email,
-    "nginx_gateway_acme_names": dns_names,
-    "nginx_gateway_acme_ca_bundle": host_path,
-    "uwsgi_emperor_metrics_enabled": boolean,
-    "uwsgi_emperor_metrics_address": metrics_address,
+    "nginx_gateway_acme_enabled": Bool(),
+    "nginx_gateway_acme_directory_url": ACME_URL,
+    "nginx_gateway_acme_staging": Bool(),
+    "nginx_gateway_acme_email": EMAIL,
+    "nginx_gateway_acme_names": DnsNames(),
+    "nginx_gateway_acme_ca_bundle": CA_BUNDLE,
+    "uwsgi_emperor_metrics_enabled": Bool(),
+    "uwsgi_emperor_metrics_address": METRICS_ADDRESS,
     "uwsgi_emperor_metrics_port": PORT,
-    "uwsgi_emperor_metrics_interval": integer(5, 3600),
+    "uwsgi_emperor_metrics_interval": Int(5, 3600),
 }
 
 
@@ -190,18 +150,17 @@ def acme_names(settings):
 
 
 def check(settings):
-    """Errors (one sentence each, naming the variable) for the given settings; only the
-    variables present in ``settings`` are checked."""
+    """Errors (one sentence each, naming the variable) for the given settings: each variable of
+    ``CHECKS`` that is given, then the rules that involve several settings."""
     errors = []
-    for name, value in settings.items():
+    for name in sorted(settings):
         checker = CHECKS.get(name)
-        problem = checker(value) if checker else None
+        problem = checker(settings[name]) if checker else None
         if problem:
-            errors.append("%s: %s" % (name, problem))
+            errors.append("setting '%s': %s" % (name, problem))
     if errors:
         return errors
-    errors.extend(_across(settings))
-    return errors
+    return _across(settings)
 
 
 def _across(settings):
@@ -209,32 +168,31 @@ def _across(settings):
     get = settings.get
     if get("nginx_gateway_acme_enabled"):
         if not get("nginx_gateway_tls_enabled"):
-            out.append("nginx_gateway_acme_enabled: ACME gives the HTTPS certificate; set nginx_gateway_tls_enabled: "
-                       "true as well")
+            out.append("setting 'nginx_gateway_acme_enabled': ACME gives the HTTPS certificate; set "
+                       "nginx_gateway_tls_enabled: true as well")
         if get("nginx_gateway_tls_certificate") or get("nginx_gateway_tls_key") or get("nginx_gateway_tls_self_signed"):
-            out.append("nginx_gateway_acme_enabled: the certificate comes from ACME; leave nginx_gateway_tls_certificate, "
-                       "nginx_gateway_tls_key and nginx_gateway_tls_self_signed unset")
+            out.append("setting 'nginx_gateway_acme_enabled': the certificate comes from ACME; leave "
+                       "nginx_gateway_tls_certificate, nginx_gateway_tls_key and nginx_gateway_tls_self_signed unset")
         if get("nginx_gateway_acme_staging") and get("nginx_gateway_acme_directory_url"):
-            out.append("nginx_gateway_acme_staging: Let's Encrypt's staging directory or "
+            out.append("setting 'nginx_gateway_acme_staging': Let's Encrypt's staging directory or "
                        "nginx_gateway_acme_directory_url, not both")
         names = acme_names(settings)
         if not names:
-            out.append("nginx_gateway_acme_names: no name to request a certificate for; list the gateway's public DNS "
-                       "names here or in nginx_gateway_server_names")
+            out.append("setting 'nginx_gateway_acme_names': no name to request a certificate for; list the "
+                       "gateway's public DNS names here or in nginx_gateway_server_names")
         elif not get("nginx_gateway_acme_names"):
-            problem = dns_names(names)
+            problem = CHECKS["nginx_gateway_acme_names"](names)
             if problem:
-                out.append("nginx_gateway_server_names (the certificate's names when nginx_gateway_acme_names is "
-                           "empty): %s" % problem)
+                out.append("setting 'nginx_gateway_server_names' (the certificate's names when "
+                           "nginx_gateway_acme_names is empty): %s" % problem)
     if get("nginx_gateway_metrics_enabled"):
-        ports = [(n, get(n)) for n in ("nginx_gateway_listen", "nginx_gateway_tls_port", "nginx_gateway_check_port",
-                                        "nginx_gateway_stub_status_port", "nginx_gateway_metrics_port")
-                 if get(n) is not None]
         seen = {}
-        for name, port in ports:
-            if name == "nginx_gateway_tls_port" and not get("nginx_gateway_tls_enabled"):
+        for name in ("nginx_gateway_listen", "nginx_gateway_tls_port", "nginx_gateway_check_port",
+                     "nginx_gateway_stub_status_port", "nginx_gateway_metrics_port"):
+            port = get(name)
+            if port is None or (name == "nginx_gateway_tls_port" and not get("nginx_gateway_tls_enabled")):
                 continue
             if port in seen:
-                out.append("%s: port %s is already used by %s" % (name, port, seen[port]))
+                out.append("setting '%s': port %s is already used by %s" % (name, port, seen[port]))
             seen.setdefault(port, name)
     return out

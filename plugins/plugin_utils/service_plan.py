@@ -3,10 +3,12 @@
 """Validate and normalize the service list (controller side, no host involved).
 
 The schema of one service is the entry point ``service`` of
-``roles/service_plan/meta/argument_specs.yml``; this module checks each item against
-it (unknown keys, types, choices, defaults) and then what a schema cannot say:
-safe names, duplicates, route syntax and nesting, paths that must stay inside the
-service's root. Every error names the service and the field.
+``roles/service_plan/meta/argument_specs.yml`` (types, defaults, choices, nested fields);
+this module reads each item against it and then applies ``FIELD_CHECKS``, an allow-list
+check for every field that reaches a file, a command, a path or a URL, and the checks a
+schema cannot say: reserved account names, duplicates, route nesting, paths that must
+stay inside the service's root, the uWSGI option allow-list. Every error names the
+service and the field and says what is allowed; all errors are reported at once.
 
 Kept free of Ansible's plugin machinery so that unit tests import it directly.
 """
@@ -21,39 +23,165 @@ import posixpath
 import re
 import zlib
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-ROUTE_RE = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)*$")
-MODULE_RE = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?::[A-Za-z_][A-Za-z0-9_]*)?$"
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import uwsgi_options
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
+    MODULE_PATTERN,
+    NAME_PATTERN,
+    AbsPath,
+    Anything,
+    Int,
+    ListOf,
+    MapOf,
+    RelPath,
+    Scalar,
+    Str,
+    dot_segments,
+    has_control,
+    kind_of,
+    no_uwsgi_magic,
+    show,
+    size_check,
 )
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
-RATE_RE = re.compile(r"^[1-9][0-9]*r/[sm]$")
-REL_URL_RE = re.compile(r"^(?:[A-Za-z0-9._~-]+/)*[A-Za-z0-9._~-]*$")
-UWSGI_OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import SourceError
 
-# Options the vassal template owns; letting uwsgi_options override them would break
-# the layout, the privilege drop or the reload mechanism.
-RESERVED_UWSGI_OPTIONS = frozenset(
-    [
-        "socket", "uwsgi-socket", "http-socket", "http", "https", "chmod-socket", "chown-socket", "uid",
-        "gid", "chdir", "home", "virtualenv", "venv", "pyhome", "module", "wsgi", "wsgi-file", "file",
-        "pythonpath", "python-path", "pp", "master", "processes", "workers", "threads", "enable-threads",
-        "lazy-apps", "lazy", "need-app", "die-on-term", "vacuum", "touch-chain-reload", "touch-reload",
-        "stats", "stats-server", "logto", "logto2", "daemonize", "plugins", "plugin", "emperor",
-        "manage-script-name", "for-readline", "env", "hook-post-fork", "harakiri", "max-requests",
-        "buffer-size", "mount", "mountpoint", "strict", "uwsgi", "umask", "procname-prefix-spaced",
-        "logfile-chown", "log-reopen",
-    ]
-)
+# --- allow-lists of the service fields ------------------------------------------------------
+
+SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+
+
+def _no_dot_segments(value):
+    bad = dot_segments(value)
+    return "%s %s" % (show(value), bad) if bad else None
+
+
+def _git_path(repo):
+    """The path part of a git URL (after the host), or the local path."""
+    if "://" in repo:
+        rest = repo.split("://", 1)[1]
+        return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    if not repo.startswith("/") and ":" in repo:
+        return repo.split(":", 1)[1]
+    return repo
+
+
+ROUTE = Str(r"/(?:(?:%s)/)+" % SEGMENT,
+            "a URL path that begins and ends with '/', with at least one segment of letters, digits and ._~- "
+            "between slashes (no '.' or '..' segments, no '%')", 200, extra=_no_dot_segments)
+HEALTH_PATH = Str(r"(?:(?:%s)/)*(?:%s)?(?:\?[A-Za-z0-9._~=&-]{0,200})?" % (SEGMENT, SEGMENT),
+                  "a relative URL path below the service's route (no leading '/', no '.' or '..' segments, "
+                  "no '%'), optionally with a query of letters, digits and ._~=&-", 300, extra=_no_dot_segments)
+STATIC_URL = Str(r"(?:(?:%s)/)+" % SEGMENT,
+                 "a relative URL path below the route that ends with '/' (no '.' or '..' segments)", 100,
+                 extra=_no_dot_segments)
+MODULE = Str(r"%s(?::[A-Za-z_][A-Za-z0-9_]*)?" % MODULE_PATTERN,
+             "an importable Python module path such as 'project.wsgi' or 'app:application'", 200)
+SETTINGS_MODULE = Str(MODULE_PATTERN, "a Python module path such as 'project.settings'", 200)
+PYTHON = Str(r"/usr(?:/local)?/bin/python3(?:\.[0-9]{1,2})?",
+             "an interpreter installed with the system: /usr/bin/python3[.N] or /usr/local/bin/python3[.N] "
+             "(the operator may allow others with microsvc_allowed_pythons)", 100)
+REQUIREMENT = Str(
+    r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99})"                      # project name
+    r"(?:\[[A-Za-z0-9._-]+(?:, ?[A-Za-z0-9._-]+)*\])?"        # extras
+    r"(?: ?(?:===|==|!=|<=|>=|~=|<|>) ?[A-Za-z0-9.*+!_-]+"     # version specifiers
+    r"(?: ?, ?(?:===|==|!=|<=|>=|~=|<|>) ?[A-Za-z0-9.*+!_-]+)*)?"
+    r"(?: ?; ?[A-Za-z0-9_.<>=!~'\" ()-]{1,200})?",              # environment marker
+    "a requirement specifier such as 'Django>=5.2,<5.3' or 'redis[hiredis]==5.0.1' (no pip options, "
+    "no URLs, no comments)", 300)
+GIT_PATH = r"[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*"
+GIT_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+GIT_REPO = Str(
+    r"https://%(host)s(?::[0-9]{1,5})?/%(path)s/?"
+    r"|ssh://(?:[A-Za-z0-9._-]+@)?%(host)s(?::[0-9]{1,5})?/%(path)s/?"
+    r"|[A-Za-z0-9._-]+@%(host)s:%(path)s/?"
+    r"|file:///%(path)s/?"
+    r"|/%(path)s/?" % {"host": GIT_HOST, "path": GIT_PATH},
+    "a git URL over https://host/path, ssh://[user@]host/path, user@host:path, or a local repository "
+    "(file:///path or /path); no credentials in the URL (use a credential helper or an SSH key)",
+    500, extra=lambda v: _no_dot_segments(_git_path(v)))
+GIT_VERSION = Str(r"[A-Za-z0-9_][A-Za-z0-9._/+-]{0,199}",
+                  "a branch, tag or commit: letters, digits and ._/+- not starting with '-' or '.'", 200,
+                  extra=lambda v: ("%s has '..', '//' or ends with '/', '.' or '.lock'" % show(v)
+                                   if ".." in v or "//" in v or v.endswith(("/", ".", ".lock")) else None))
+EXCLUDE = Str(r"[A-Za-z0-9._*?\[\]!+-]+(?:/[A-Za-z0-9._*?\[\]!+-]+)*",
+              "a file name pattern of letters, digits and ._*?[]!+-", 100)
+CONTROLLER_PATH = Str(r"[^\x00]+", "a path on the controller without control characters", 4096)
+ENV_NAME = Str(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "an environment variable name ([A-Za-z_][A-Za-z0-9_]*, "
+               "at most 128 characters)", 128)
+REGEX = Str(r"[^\x00]*", "a regular expression without control characters, at most 500 characters", 500)
+
+# Environment variable names a service may not set: the dynamic loader's (they would reach
+# every process started from the environment), uWSGI's own configuration variables (a
+# reload re-reads them as options), and the names the collection sets itself.
+RESERVED_ENV = ("LD_*", "UWSGI_*", "MICROSVC_*")
+
+# field (dotted) -> check. Booleans and fields with choices are fully checked by the schema.
+# A unit test requires an entry for every other field of the schema.
+FIELD_CHECKS = {
+    "name": Str(NAME_PATTERN, "a lowercase letter then up to 31 of a-z, 0-9, '_' and '-' (it becomes a "
+                "path, a user, a file name and an nginx upstream name)", 32),
+    "route": ROUTE,
+    "source.path": CONTROLLER_PATH,
+    "source.repo": GIT_REPO,
+    "source.version": GIT_VERSION,
+    "source.exclude": ListOf(EXCLUDE, 100),
+    "socket": AbsPath(107),
+    "port": Int(1024, 65535),
+    "module": MODULE,
+    "wsgi_file": RelPath((".py", ".wsgi")),
+    "requirements": ListOf(REQUIREMENT, 500),
+    "requirements_file": RelPath(),
+    "python": PYTHON,
+    "processes": Int(1, 256),
+    "threads": Int(1, 256),
+    "harakiri": Int(0, 86400, " (0 disables)"),
+    "max_requests": Int(0, 10000000, " (0 disables)"),
+    "buffer_size": Int(4096, 65535),
+    "env": MapOf(ENV_NAME, Scalar(8192, secret=True), 500),
+    "health.path": HEALTH_PATH,
+    "health.status": ListOf(Int(100, 599), 20, min_items=1),
+    "health.body": REGEX,
+    "health.timeout": Int(1, 300),
+    "health.retries": Int(1, 100),
+    "health.delay": Int(0, 60),
+    "client_max_body_size": size_check(),
+    "read_timeout": Int(1, 86400),
+    "send_timeout": Int(1, 86400),
+    "rate_limit.rate": Str(r"[1-9][0-9]{0,5}r/[sm]", "an nginx rate such as 10r/s or 600r/m (at most 999999)",
+                           12),
+    "rate_limit.burst": Int(0, 100000),
+    "keep_releases": Int(2, 100),
+    "django.settings": SETTINGS_MODULE,
+    "django.manage": RelPath((".py",)),
+    "django.static_url": STATIC_URL,
+    "uwsgi_options": MapOf(Str(r"[a-z0-9][a-z0-9-]{0,63}", "a uWSGI option name", 64), Anything(), 100),
+}
+
+# Account names a service may never take: the system's, the distributions' service
+# accounts, cloud images' login users, and groups with special powers. A name not in this
+# list that exists on a host as an account the collection did not create is refused on that
+# host before it changes (microsvc.deploy.service_accounts).
+RESERVED_ACCOUNTS = frozenset("""
+root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody nogroup
+_apt messagebus sshd polkitd avahi postfix ntp ntpsec chrony tss uuidd tcpdump dnsmasq usbmux rtkit
+pulse colord geoclue statd rpc rpcuser nscd nslcd sssd dhcpcd landscape pollinate fwupd-refresh
+syslog ftp halt shutdown operator adm tty disk kmem dialout fax voice cdrom floppy tape sudo audio dip
+src shadow utmp video sasl plugdev staff users wheel input sgx kvm render netdev crontab ssl-cert docker
+lxd admin ubuntu ec2-user centos rocky almalinux fedora cloud-user debian opc azureuser core bitnami
+nginx uwsgi apache httpd postgres mysql redis memcache memcached rabbitmq mongodb elasticsearch
+microsvc www www-admin git gitlab-runner jenkins ansible vagrant
+""".split())  # noqa: SIM905 - a word list reads best as words
+RESERVED_ACCOUNT_PREFIXES = ("systemd-", "_")
+
+# Longest path of a unix socket (sun_path holds 108 bytes with the final NUL).
+UNIX_PATH_MAX = 107
 
 # Default TCP ports of the split layout: below Linux's ephemeral range (32768-60999).
 PORT_BASE, PORT_SPAN = 10000, 20000
 
 # Fields that make no sense as a default shared by all services.
 PER_SERVICE_ONLY = ("name", "route", "source")
+
+_MISSING = object()
 
 
 class PlanError(Exception):
@@ -72,22 +200,21 @@ def load_service_spec(argument_specs):
         raise ValueError("argument_specs has no entry point 'service'") from exc
 
 
-def _strip_descriptions(spec):
-    """ArgumentSpecValidator rejects no key, but keep only what it understands."""
-    keep = ("type", "elements", "default", "choices", "required", "options", "no_log")
-    out = {}
+def spec_leaves(spec, prefix=""):
+    """(dotted field, option) of every field of the schema, nested ones included."""
     for key, opt in spec.items():
-        entry = {k: copy.deepcopy(v) for k, v in opt.items() if k in keep}
-        if "options" in entry:
-            entry["options"] = _strip_descriptions(entry["options"])
-        out[key] = entry
-    return out
+        if opt.get("options"):
+            yield from spec_leaves(opt["options"], prefix + key + ".")
+        else:
+            yield prefix + key, opt
 
 
 def _label(index, item):
     name = item.get("name") if isinstance(item, dict) else None
-    if isinstance(name, str) and name:
+    if isinstance(name, str) and name and not has_control(name) and len(name) <= 64:
         return "service '%s'" % name
+    if isinstance(name, str) and name:
+        return "service #%d (name %s)" % (index + 1, show(name))
     return "service #%d (no valid name)" % (index + 1)
 
 
@@ -95,12 +222,10 @@ def _unknown_keys(item, spec, prefix=""):
     """Yield (field, message) for keys that the spec does not know, with a suggestion."""
     for key in item:
         if key not in spec:
+            shown = str(key) if isinstance(key, str) and not has_control(key) else show(key)
             near = difflib.get_close_matches(str(key), list(spec), n=1)
             hint = " (did you mean '%s'?)" % near[0] if near else ""
-            yield prefix + str(key), "unknown field%s; known fields: %s" % (
-                hint,
-                ", ".join(sorted(spec)),
-            )
+            yield prefix + shown[:64], "unknown field%s; known fields: %s" % (hint, ", ".join(sorted(spec)))
         elif spec[key].get("options") and isinstance(item[key], dict):
             yield from _unknown_keys(item[key], spec[key]["options"], prefix + key + ".")
 
@@ -115,14 +240,114 @@ def _deep_merge(base, over):
     return out
 
 
+# --- reading an item against the schema ---------------------------------------------------
+
+TYPE_WORDS = {"str": "a string", "path": "a string", "int": "an integer", "bool": "true or false",
+              "list": "a list", "dict": "a mapping"}
+
+
+def plain(value):
+    """The value with Ansible's tagged types replaced by plain Python ones."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _coerce(kind, value):
+    """(converted value, None) or (None, message) for one scalar or container of a type."""
+    if kind in ("str", "path"):
+        if isinstance(value, str):
+            return str(value), None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value), None
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value), None
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,12}", value):
+            return int(value), None
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return bool(value), None
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes"), None
+    elif kind == "list":
+        if isinstance(value, (list, tuple)):
+            return list(value), None
+    elif kind == "dict":
+        if isinstance(value, dict):
+            return dict(value), None
+    else:  # raw
+        return plain(value), None
+    return None, "must be %s, got %s" % (TYPE_WORDS.get(kind, kind), kind_of(value))
+
+
+def read_schema(spec, item, prefix=""):
+    """Fill defaults, convert types and check choices/required fields of one mapping.
+
+    Returns (values, [(field, message)]). Unknown keys are ignored here (reported apart)."""
+    out, problems = {}, []
+    for key, opt in spec.items():
+        field = prefix + key
+        value = item.get(key, _MISSING) if isinstance(item, dict) else _MISSING
+        if value is None or value is _MISSING:
+            if opt.get("required"):
+                problems.append((field, "required"))
+                continue
+            default = copy.deepcopy(opt.get("default"))
+            if opt.get("options") and isinstance(default, dict):
+                default, sub = read_schema(opt["options"], default, field + ".")
+                problems.extend(sub)
+            out[key] = plain(default)
+            continue
+        kind = opt.get("type", "str")
+        converted, msg = _coerce(kind, value)
+        if msg:
+            problems.append((field, msg))
+            continue
+        if kind == "list" and opt.get("elements"):
+            items = []
+            for index, element in enumerate(converted):
+                conv, msg = _coerce(opt["elements"], element)
+                if msg:
+                    problems.append((field, "item %d %s" % (index + 1, msg)))
+                    break
+                items.append(conv)
+            converted = items
+        if opt.get("options"):
+            converted, sub = read_schema(opt["options"], converted, field + ".")
+            problems.extend(sub)
+        if opt.get("choices") and converted not in opt["choices"]:
+            problems.append((field, "%s is not allowed: must be one of %s" % (
+                show(converted), ", ".join(repr(c) for c in opt["choices"]))))
+            continue
+        out[key] = plain(converted)
+    return out, problems
+
+
 def _parse_selection(selected):
     if selected is None:
-        return []
+        return [], []
     if isinstance(selected, str):
-        return [s.strip() for s in selected.split(",") if s.strip()]
-    if isinstance(selected, (list, tuple)):
-        return [str(s).strip() for s in selected if str(s).strip()]
-    raise PlanError(["deploy_services: expected a list or a comma-separated string, got %s" % type(selected).__name__])
+        names = [s.strip() for s in selected.split(",") if s.strip()]
+    elif isinstance(selected, (list, tuple)):
+        names = [s.strip() if isinstance(s, str) else s for s in selected]
+    else:
+        return [], ["deploy_services: must be a list of names or a comma-separated string, got %s"
+                    % kind_of(selected)]
+    bad = [n for n in names if not isinstance(n, str) or not re.fullmatch(NAME_PATTERN, n)]
+    if bad:
+        return [], ["deploy_services: %s is not a service name (%s)" % (show(bad[0]), FIELD_CHECKS["name"].rule)]
+    return names, []
 
 
 def _inside(path, root):
@@ -131,13 +356,26 @@ def _inside(path, root):
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def reserved_account(name):
+    return name in RESERVED_ACCOUNTS or name.startswith(RESERVED_ACCOUNT_PREFIXES)
+
+
+def _get(svc, dotted):
+    value = svc
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
 class Planner:
     """Turn the raw service list into the normalized plan, or raise PlanError."""
 
     def __init__(self, service_spec, root="/opt/www", route_prefix="/api/", base_dir=".",
-                 secret_names=(), is_vaulted=None):
+                 secret_names=(), is_vaulted=None, source_roots=None, allowed_pythons=(),
+                 prepare_source=None):
         self.spec = service_spec
-        self.validator = ArgumentSpecValidator(_strip_descriptions(service_spec))
         self.root = root
         self.route_prefix = route_prefix
         self.base_dir = base_dir
@@ -145,6 +383,12 @@ class Planner:
         # secret_names must come from ansible-vault.
         self.secret_names = [str(p) for p in secret_names or ()]
         self.is_vaulted = is_vaulted
+        # Controller directories that local sources must be inside (None: anywhere).
+        self.source_roots = None if source_roots is None else [os.path.realpath(r) for r in source_roots]
+        self.allowed_pythons = list(allowed_pythons or ())
+        # A callable svc -> release description (raises SourceError): fetches, inspects and
+        # repacks the source on the controller (plugin_utils.sources.prepare_source).
+        self.prepare_source = prepare_source
 
     def _check_secrets(self, services, defaults, errors):
         """Refuse secrets given in clear. Runs on the raw items: only they still carry the marks
@@ -169,7 +413,8 @@ class Planner:
     # -- per item --------------------------------------------------------------
     def _check_defaults(self, defaults, errors):
         if not isinstance(defaults, dict):
-            errors.append("microsvc_service_defaults: expected a mapping, got %s" % type(defaults).__name__)
+            errors.append("microsvc_service_defaults: must be a mapping of service fields, got %s"
+                          % kind_of(defaults))
             return {}
         for key in PER_SERVICE_ONLY:
             if key in defaults:
@@ -183,7 +428,7 @@ class Planner:
     def _normalize_item(self, index, item, defaults, errors):
         label = _label(index, item)
         if not isinstance(item, dict):
-            errors.append("%s: expected a mapping with at least 'name', got %s" % (label, type(item).__name__))
+            errors.append("%s: must be a mapping with at least 'name', got %s" % (label, kind_of(item)))
             return None
         before = len(errors)
         item = dict(item)
@@ -194,128 +439,91 @@ class Planner:
             errors.append("%s: field '%s': %s" % (label, field, msg))
         known = {k: v for k, v in item.items() if k in self.spec}
         merged = _deep_merge(defaults, known)
-        result = self.validator.validate(merged)
-        for err in result.errors:
-            if type(err).__name__ == "UnsupportedError":
-                continue  # reported above with a suggestion
-            errors.append("%s: %s" % (label, self._field_message(err)))
+        svc, problems = read_schema(self.spec, merged)
+        for field, msg in problems:
+            errors.append("%s: field '%s': %s" % (label, field, msg))
         if len(errors) > before:
             return None
-        # The validator fills in defaults by reference: a service without "health" would share
-        # one dict with every other such service. Each service gets its own copy.
-        svc = copy.deepcopy(result.validated_parameters)
         self._check_item(label, svc, errors)
         if len(errors) > before:
             return None
         return self._complete(svc)
 
-    @staticmethod
-    def _field_message(err):
-        msg = str(err)
-        missing = re.match(r"missing required arguments: (.*?)(?: found in (\S+))?$", msg)
-        if missing:
-            fields = [f.strip() for f in missing.group(1).split(",")]
-            prefix = missing.group(2) + "." if missing.group(2) else ""
-            return "; ".join("field '%s%s': required" % (prefix, f) for f in fields)
-        match = re.search(r"(?:argument|parameter|option) '([^']+)'(?: found in '([^']+)')?", msg)
-        if match:
-            field = match.group(1) if not match.group(2) else "%s.%s" % (match.group(2), match.group(1))
-            return "field '%s': %s" % (field, msg)
-        return msg
-
     def _check_item(self, label, svc, errors):
         def bad(field, msg):
             errors.append("%s: field '%s': %s" % (label, field, msg))
 
-        name = svc["name"]
-        if not NAME_RE.match(name):
-            bad(
-                "name",
-                "%r is not a safe identifier: it becomes a path, a user and a file name; "
-                "use a lowercase letter then up to 31 of [a-z0-9_-]" % name,
-            )
+        for field, check in FIELD_CHECKS.items():
+            value = _get(svc, field)
+            if value is None:
+                continue
+            if field == "python" and value in self.allowed_pythons:
+                continue
+            if isinstance(check, MapOf) and isinstance(value, dict):
+                # One message per entry, naming it: field 'env.DB_HOST'.
+                if len(value) > check.max_items:
+                    bad(field, "has %d entries; at most %d are allowed" % (len(value), check.max_items))
+                for key, entry in value.items():
+                    msg = check.key(key)
+                    if msg:
+                        bad(field, "name %s" % msg)
+                    elif check.value(entry):
+                        bad("%s.%s" % (field, key), check.value(entry))
+                continue
+            msg = check(value)
+            if msg:
+                bad(field, msg)
+        if any(("%s: field 'name'" % label) in e for e in errors):
             return
-        route = svc.get("route")
-        if route is not None and not ROUTE_RE.match(route):
-            bad(
-                "route",
-                "%r must begin and end with '/' and contain only letters, digits and ._~- between slashes" % route,
-            )
-        for key in ("processes", "threads"):
-            if svc[key] < 1:
-                bad(key, "must be at least 1, got %d" % svc[key])
-        for key in ("harakiri", "max_requests"):
-            if svc[key] < 0:
-                bad(key, "must be 0 (disabled) or more, got %d" % svc[key])
-        if svc["buffer_size"] < 4096 or svc["buffer_size"] > 65535:
-            bad("buffer_size", "must be between 4096 and 65535, got %d" % svc["buffer_size"])
-        if svc["keep_releases"] < 2:
-            bad("keep_releases", "must be at least 2 so that a rollback has a release to return to")
-        if svc["client_max_body_size"] is not None and not SIZE_RE.match(svc["client_max_body_size"]):
-            bad("client_max_body_size", "%r is not an nginx size such as 75M, 512k or 0" % svc["client_max_body_size"])
-        for key in ("read_timeout", "send_timeout"):
-            if svc[key] is not None and svc[key] < 1:
-                bad(key, "must be at least 1 second, got %d" % svc[key])
-        if svc["rate_limit"]:
-            if not RATE_RE.match(svc["rate_limit"]["rate"]):
-                bad("rate_limit.rate", "%r is not an nginx rate such as 10r/s or 600r/m" % svc["rate_limit"]["rate"])
-            if svc["rate_limit"]["burst"] < 0:
-                bad("rate_limit.burst", "must be 0 or more")
-        health = svc["health"]
-        if not REL_URL_RE.match(health["path"]):
-            bad("health.path", "%r must be a path below the route, without a leading '/'" % health["path"])
-        for code in health["status"]:
-            if not 100 <= code <= 599:
-                bad("health.status", "%d is not an HTTP status code" % code)
-        if not health["status"]:
-            bad("health.status", "must list at least one status code")
-        if health["body"] is not None:
+        if reserved_account(svc["name"]):
+            bad("name", "%r is a system, service or cloud login account name; a service gets its own new "
+                "account, so pick another name" % svc["name"])
+        self._check_env(svc, bad)
+        self._check_uwsgi_options(svc, bad)
+        self._check_health(svc, bad)
+        if svc["state"] == "present":
+            self._check_present(svc, bad)
+
+    @staticmethod
+    def _check_env(svc, bad):
+        for key, value in svc["env"].items():
+            if not isinstance(key, str) or FIELD_CHECKS["env"].key(key):
+                continue  # reported by the table
+            reserved = next((p for p in RESERVED_ENV if fnmatch.fnmatchcase(key, p)), None)
+            if reserved:
+                bad("env.%s" % key, "names matching %s are reserved (%s)" % (reserved, ", ".join(RESERVED_ENV)))
+            elif key == "DJANGO_SETTINGS_MODULE" and (svc.get("django") or {}).get("settings"):
+                bad("env.%s" % key, "is set from django.settings; set it in one place")
+            elif FIELD_CHECKS["env"].value(value):
+                continue  # reported by the table
+            elif no_uwsgi_magic(str(value)):
+                bad("env.%s" % key, "the value %s; uWSGI reads the environment file and the service would "
+                    "see another value" % no_uwsgi_magic(str(value)))
+
+    @staticmethod
+    def _check_uwsgi_options(svc, bad):
+        rendered = {}
+        for key, value in svc["uwsgi_options"].items():
+            if FIELD_CHECKS["uwsgi_options"].key(key):
+                continue  # reported by the table
+            out, msg = uwsgi_options.check_option(key, value)
+            if msg:
+                bad("uwsgi_options.%s" % key, msg)
+            else:
+                rendered[key] = out
+        svc["uwsgi_options"] = rendered
+
+    @staticmethod
+    def _check_health(svc, bad):
+        body = svc["health"].get("body")
+        if body is not None and not FIELD_CHECKS["health.body"](body):
             try:
-                re.compile(health["body"])
+                re.compile(body)
             except re.error as exc:
                 bad("health.body", "not a valid regular expression: %s" % exc)
-        for key in ("timeout", "retries"):
-            if health[key] < 1:
-                bad("health.%s" % key, "must be at least 1")
-        if health["delay"] < 0:
-            bad("health.delay", "must be 0 or more")
-        for key, value in svc["env"].items():
-            if not ENV_NAME_RE.match(str(key)):
-                bad("env", "%r is not a valid environment variable name" % key)
-            elif isinstance(value, (dict, list)):
-                bad("env.%s" % key, "must be a string, number or boolean, got %s" % type(value).__name__)
-            elif "\n" in str(value) or "\r" in str(value) or "\0" in str(value):
-                bad("env.%s" % key, "must be a single line")
-            elif any(seq in str(value) for seq in ("$(", "@(", "%(")):
-                bad(
-                    "env.%s" % key,
-                    "contains $(, @( or %%(, which uWSGI expands when it reads the environment file; "
-                    "the service would see another value",
-                )
-        for key, value in svc["uwsgi_options"].items():
-            if not UWSGI_OPTION_RE.match(str(key)):
-                bad("uwsgi_options", "%r is not a uWSGI option name" % key)
-            elif key in RESERVED_UWSGI_OPTIONS:
-                bad("uwsgi_options.%s" % key, "is managed by the collection and cannot be overridden")
-            else:
-                values = value if isinstance(value, list) else [value]
-                for v in values:
-                    if isinstance(v, (dict, list)) or "\n" in str(v):
-                        bad("uwsgi_options.%s" % key, "values must be single-line scalars")
-        django = svc.get("django")
-        if django:
-            if django["settings"] is not None and not MODULE_RE.match(django["settings"]) or (
-                django["settings"] and ":" in django["settings"]
-            ):
-                bad("django.settings", "%r is not a Python module path" % django["settings"])
-            if not self._relative_ok(django["manage"]):
-                bad("django.manage", "%r must be a relative path inside the release" % django["manage"])
-            if not REL_URL_RE.match(django["static_url"]) or not django["static_url"].endswith("/"):
-                bad("django.static_url", "%r must be a relative URL ending with '/'" % django["static_url"])
 
-        if svc["state"] == "absent":
-            return
-        # A present service needs code and an entry point.
+    def _check_present(self, svc, bad):
+        """A present service needs code and an entry point."""
         src = svc.get("source")
         if not src:
             bad("source", "required for a present service (a directory, a git repository or an archive)")
@@ -323,37 +531,17 @@ class Planner:
             kind = src["type"]
             if kind in ("dir", "archive") and not src.get("path"):
                 bad("source.path", "required when source.type is %s" % kind)
+            if kind in ("dir", "archive") and src.get("repo"):
+                bad("source.repo", "only used when source.type is git")
             if kind == "git" and not src.get("repo"):
                 bad("source.repo", "required when source.type is git")
             if kind == "git" and src.get("path"):
                 bad("source.path", "not used when source.type is git (use source.repo)")
+            if kind == "archive" and src.get("path") and not re.search(r"\.(tar\.gz|tgz|tar|zip)\Z",
+                                                                       src["path"]):
+                bad("source.path", "%s is not a .tar.gz, .tgz, .tar or .zip archive" % show(src["path"]))
         if bool(svc.get("module")) == bool(svc.get("wsgi_file")):
             bad("module", "exactly one of 'module' and 'wsgi_file' is required for a present service")
-        elif svc.get("module") and not MODULE_RE.match(svc["module"]):
-            bad(
-                "module",
-                "%r is not an importable Python module path such as 'project.wsgi' or 'app:application'" % svc["module"],
-            )
-        elif svc.get("wsgi_file") and not self._relative_ok(svc["wsgi_file"]):
-            bad("wsgi_file", "%r must be a relative path inside the release" % svc["wsgi_file"])
-        if not self._relative_ok(svc["requirements_file"]):
-            bad("requirements_file", "%r must be a relative path inside the source" % svc["requirements_file"])
-        for line in svc["requirements"]:
-            if "\n" in line or line.strip().startswith("-"):
-                bad("requirements", "%r: give one requirement specifier per item, no pip options" % line)
-        if svc.get("port") is not None and not 1024 <= svc["port"] <= 65535:
-            bad("port", "must be between 1024 and 65535, got %d" % svc["port"])
-        if svc.get("socket") is not None and not svc["socket"].startswith("/"):
-            bad("socket", "%r must be an absolute path" % svc["socket"])
-        if svc["python"] is not None and not svc["python"].startswith("/"):
-            bad("python", "%r must be an absolute path on the host" % svc["python"])
-
-    @staticmethod
-    def _relative_ok(path):
-        if not path or path.startswith("/"):
-            return False
-        norm = posixpath.normpath(path)
-        return not (norm == ".." or norm.startswith("../"))
 
     def _complete(self, svc):
         name = svc["name"]
@@ -364,7 +552,7 @@ class Planner:
         svc["root"] = root
         svc["user"] = name
         svc["group"] = name
-        svc["socket"] = posixpath.normpath(svc.get("socket") or posixpath.join(root, "uwsgi.sock"))
+        svc["socket"] = svc.get("socket") or posixpath.join(root, "uwsgi.sock")
         # The TCP port (used only on app hosts apart from the gateway) is set for the whole
         # list at once, in _assign_ports.
         svc["port_explicit"] = svc.get("port") is not None
@@ -378,22 +566,25 @@ class Planner:
         if svc.get("module") and ":" not in svc["module"]:
             svc["module"] = svc["module"] + ":application"
         src = svc.get("source")
-        if src and src.get("path") and not os.path.isabs(src["path"]):
-            src["path"] = os.path.normpath(os.path.join(self.base_dir, src["path"]))
+        if src and src.get("path"):
+            src["path"] = os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(src["path"])))
         if svc.get("health") is not None:
             svc["health"]["url_path"] = route + svc["health"]["path"]
         svc["env"] = {str(k): _env_value(v) for k, v in svc["env"].items()}
         return svc
 
     # -- whole list ------------------------------------------------------------
-    def plan(self, services, defaults=None, selected=None, check_sources=True):
-        errors = []
+    def plan(self, services, defaults=None, selected=None, check_sources=True, errors=None):
+        errors = [] if errors is None else list(errors)
         if services is None:
             services = []
         if not isinstance(services, list):
-            raise PlanError(["microsvc_services: expected a list of services, got %s" % type(services).__name__])
+            raise PlanError(errors + ["microsvc_services: must be a list of services (each a mapping with at least "
+                                      "'name'), got %s" % kind_of(services)])
+        if len(services) > 1000:
+            raise PlanError(errors + ["microsvc_services: %d services; at most 1000 are allowed" % len(services)])
         self._check_secrets(services, defaults or {}, errors)
-        shared = self._check_defaults(defaults or {}, errors)
+        shared = self._check_defaults(defaults if defaults is not None else {}, errors)
         normalized = []
         for index, item in enumerate(services):
             svc = self._normalize_item(index, item, shared, errors)
@@ -401,11 +592,8 @@ class Planner:
                 normalized.append(svc)
         self._assign_ports(normalized)
         self._check_across(normalized, errors)
-        try:
-            wanted = _parse_selection(selected)
-        except PlanError as exc:
-            errors.extend(exc.errors)
-            wanted = []
+        wanted, selection_errors = _parse_selection(selected)
+        errors.extend(selection_errors)
         names = [s["name"] for s in normalized]
         for name in wanted:
             if name not in names:
@@ -413,7 +601,7 @@ class Planner:
                     "deploy_services: unknown service %r (services in the list: %s)"
                     % (name, ", ".join(names) or "none")
                 )
-        if check_sources and not errors:
+        if check_sources:
             for svc in normalized:
                 if svc["state"] == "present" and (not wanted or svc["name"] in wanted):
                     self._check_source(svc, errors)
@@ -422,7 +610,12 @@ class Planner:
         present = [s["name"] for s in normalized if s["state"] == "present"]
         absent = [s["name"] for s in normalized if s["state"] == "absent"]
         selected_names = [n for n in names if not wanted or n in wanted]
+        # Accounts the hosts must check before they change: every present service's, and those a
+        # purge would remove.
+        accounts = [{"name": s["name"], "root": s["root"]} for s in normalized
+                    if s["state"] == "present" or s["purge"]]
         return {
+            "accounts": accounts,
             "root": self.root,
             "services": normalized,
             "names": names,
@@ -446,16 +639,13 @@ class Planner:
             used.add(svc["port"])
 
     def _check_across(self, services, errors):
-        seen = {}
-        for key, field in (("name", "name"), ("route", "route"), ("socket", "socket"), ("port", "port")):
+        for key in ("name", "route", "socket", "port"):
             seen = {}
             for svc in services:
                 value = svc[key]
                 if value in seen:
-                    errors.append(
-                        "service '%s': field '%s': %r is already used by service '%s'"
-                        % (svc["name"], field, value, seen[value])
-                    )
+                    errors.append("service '%s': field '%s': %r is already used by service '%s'"
+                                  % (svc["name"], key, value, seen[value]))
                 else:
                     seen[value] = svc["name"]
         routes = sorted(
@@ -469,27 +659,54 @@ class Planner:
                         "routes may not nest" % (inner_name, inner, outer, outer_name)
                     )
         for svc in services:
-            if not _inside(svc["socket"], svc["root"]):
+            directory, base = posixpath.split(svc["socket"])
+            if directory not in (svc["root"], posixpath.join(svc["root"], "run")) \
+                    or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}\.sock", base) or svc["socket"] == svc["stats_socket"]:
                 errors.append(
-                    "service '%s': field 'socket': %r is outside the service root %r" % (svc["name"], svc["socket"], svc["root"])
-                )
+                    "service '%s': field 'socket': %r is not allowed: must be %s/<name>.sock or "
+                    "%s/run/<name>.sock (letters, digits, '_' and '-'), not the stats socket"
+                    % (svc["name"], svc["socket"], svc["root"], svc["root"]))
+            longest = max(svc["socket"], svc["stats_socket"], key=len)
+            if len(longest) > UNIX_PATH_MAX:
+                errors.append(
+                    "service '%s': field 'name': the socket path %r is %d characters long; unix sockets allow "
+                    "at most %d: use a shorter name or microsvc_root" % (svc["name"], longest, len(longest),
+                                                                       UNIX_PATH_MAX))
 
-    @staticmethod
-    def _check_source(svc, errors):
+    def _check_source(self, svc, errors):
+        """Where the source is on the controller, then (when a preparer is set) fetch, inspect and
+        repack it: its problems join the same report."""
         src = svc["source"]
+        label = "service '%s'" % svc["name"]
+        local = src.get("path")
+        field = "source.path"
+        if src["type"] == "git":
+            repo = src["repo"]
+            local = repo[len("file://"):] if repo.startswith("file://") else (repo if repo.startswith("/") else None)
+            if local and not os.path.isabs(local):
+                local = None
+            field = "source.repo"
+        if local is not None and self.source_roots is not None:
+            real = os.path.realpath(local)
+            if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.source_roots):
+                errors.append("%s: field '%s': %s is outside the directories that sources may come from on "
+                              "the controller (microsvc_source_roots: %s)"
+                              % (label, field, show(local), ", ".join(self.source_roots) or "none"))
+                return
         if src["type"] == "dir" and not os.path.isdir(src["path"]):
-            errors.append(
-                "service '%s': field 'source.path': directory %r does not exist on the controller" % (svc["name"], src["path"])
-            )
-        elif src["type"] == "archive":
-            if not os.path.isfile(src["path"]):
-                errors.append(
-                    "service '%s': field 'source.path': archive %r does not exist on the controller" % (svc["name"], src["path"])
-                )
-            elif not re.search(r"\.(tar\.gz|tgz|tar|zip)$", src["path"]):
-                errors.append(
-                    "service '%s': field 'source.path': %r is not a .tar.gz, .tgz, .tar or .zip archive" % (svc["name"], src["path"])
-                )
+            errors.append("%s: field 'source.path': directory %s does not exist on the controller"
+                          % (label, show(src["path"])))
+            return
+        if src["type"] == "archive" and not os.path.isfile(src["path"]):
+            errors.append("%s: field 'source.path': archive %s does not exist on the controller"
+                          % (label, show(src["path"])))
+            return
+        if self.prepare_source is None:
+            return
+        try:
+            svc["artifact"] = self.prepare_source(svc)
+        except SourceError as exc:
+            errors.append("%s: field '%s': %s" % (label, getattr(exc, "field", None) or field, exc))
 
 
 def _env_value(value):

@@ -1,29 +1,57 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
-"""Turn a service's source (a directory, a git repository or an archive on the controller)
-into a release: a content hash, a reproducible tarball and the requirements text.
+"""Fetch, inspect and repack a service's source on the controller, in the plan phase.
 
-Release ids are content-addressed: the same code and requirements give the same id, so
-a run with nothing new deploys nothing, and any change gives a new release directory.
+A source (a directory, a git repository or an archive) is written by the service's authors,
+not by the operator, so nothing in it is trusted:
+
+- git: only the https, ssh and file transports (``GIT_ALLOW_PROTOCOL``), ``--`` and
+  ``--end-of-options`` before every user-given argument, no prompts; the commit is exported
+  with ``git archive`` and inspected like an archive;
+- archives (and that export): every member inspected before anything is written
+  (module_utils/release_archive.py), then written by our own code, never ``extractall``;
+- directories: walked without following symlinks; a symlink (the requirements file
+  included) must resolve inside the source; special files are refused.
+
+Every release then becomes a normalised tarball (regular files 0644/0755, directories 0755,
+in-release symlinks, root-owned, no special bits, sorted, no times), so extraction on a host
+never depends on its Python's tar filters. Its content hash is the release's identity: the
+same code gives the same release, any change a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
 import zipfile
 
+from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import (
+    ArchiveRefused,
+    extract_tar,
+    extract_zip,
+)
+
 RELEASE_MARKER = ".microsvc-release"
+GIT_PROTOCOLS = "file:https:ssh"
+MAX_REQUIREMENTS_BYTES = 1 << 20
+GIT_TIMEOUT = 600
 
 
 class SourceError(Exception):
-    pass
+    """A source that cannot be used; ``field`` is the service field it concerns."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
 
 
 def cache_root(path=None):
@@ -33,57 +61,90 @@ def cache_root(path=None):
     return os.path.join(base, "microsvc")
 
 
+@contextlib.contextmanager
+def cache_lock(cache, name):
+    """Serialise the preparation of one service's source between forks and runs."""
+    locks = os.path.join(cache, "locks")
+    os.makedirs(locks, exist_ok=True)
+    with open(os.path.join(locks, name + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _excluded(rel, patterns):
-    parts = rel.split(os.sep)
-    return any(fnmatch.fnmatch(part, pat) for part in parts for pat in patterns)
+    return any(fnmatch.fnmatch(part, pat) for part in rel.split(os.sep) for pat in patterns)
 
 
-def list_tree(root, exclude):
-    """Sorted (relative path, full path) of the directories, files and symlinks under root,
-    minus excludes (directories are kept so that empty ones survive)."""
-    entries = []
+def _inside(path, root):
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def scan_tree(root, exclude):
+    """Sorted (relative path, kind, full path) of what a release of this tree holds: kind is
+    ``dir``, ``file``, ``exec`` or ``symlink``. Symlinks are never followed; each must resolve
+    inside the tree. Raises SourceError listing every refused entry."""
+    real_root = os.path.realpath(root)
+    entries, problems = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         keep = []
-        for d in sorted(dirnames):
-            rel = os.path.normpath(os.path.join(rel_dir, d))
-            full = os.path.join(dirpath, d)
+        for name in sorted(dirnames) + sorted(filenames):
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            full = os.path.join(dirpath, name)
             if _excluded(rel, exclude):
                 continue
-            entries.append((rel, full))
-            if not os.path.islink(full):
-                keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if not _excluded(rel, exclude):
-                entries.append((rel, os.path.join(dirpath, name)))
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.path.realpath(full)
+                if not _inside(target, real_root):
+                    problems.append("%r is a symlink to %r, outside the source" % (rel, os.readlink(full)))
+                    continue
+                entries.append((rel, "symlink", full))
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append((rel, "dir", full))
+                keep.append(name)
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_mode & 0o6000:
+                    problems.append("%r has the setuid or setgid bit; special bits are refused" % rel)
+                    continue
+                entries.append((rel, "exec" if st.st_mode & 0o111 else "file", full))
+            else:
+                problems.append("%r is not a regular file, directory or symlink" % rel)
+        dirnames[:] = [d for d in dirnames if d in keep]
+    if problems:
+        raise SourceError("; ".join(problems[:20]) + ("; and %d more" % (len(problems) - 20)
+                                                      if len(problems) > 20 else ""))
     entries.sort()
     return entries
 
 
-def tree_digest(root, exclude, extra=b""):
+def _open_nofollow(full):
+    return os.fdopen(os.open(full, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
+def tree_digest(entries):
     digest = hashlib.sha256()
-    for rel, full in list_tree(root, exclude):
-        digest.update(rel.encode("utf-8") + b"\0")
-        if os.path.islink(full):
-            digest.update(b"L" + os.readlink(full).encode("utf-8") + b"\0")
+    for rel, kind, full in entries:
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+        if kind == "symlink":
+            digest.update(b"L" + os.readlink(full).encode("utf-8", "surrogateescape") + b"\0")
             continue
-        if os.path.isdir(full):
+        if kind == "dir":
             digest.update(b"D\0")
             continue
-        mode = os.stat(full).st_mode
-        digest.update(b"X" if mode & 0o111 else b"F")
-        with open(full, "rb") as handle:
+        digest.update(b"X" if kind == "exec" else b"F")
+        with _open_nofollow(full) as handle:
             for block in iter(lambda: handle.read(1 << 16), b""):
                 digest.update(block)
         digest.update(b"\0")
-    digest.update(extra)
     return digest.hexdigest()
 
 
-def write_tarball(root, exclude, dest):
-    """A gzip tarball of the tree, root-owned, with normalized permissions."""
+def write_tarball(entries, dest):
+    """The normalised release tarball: root-owned, modes 0644/0755, no times, sorted."""
     if os.path.exists(dest):
         return dest
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -91,19 +152,22 @@ def write_tarball(root, exclude, dest):
     os.close(fd)
     try:
         with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-            for rel, full in list_tree(root, exclude):
-                info = tar.gettarinfo(full, arcname=rel)
+            for rel, kind, full in entries:
+                info = tarfile.TarInfo(rel)
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
-                if info.isdir():
-                    info.mode = 0o755
+                info.mtime = 0
+                if kind == "dir":
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
                     tar.addfile(info)
-                elif info.isreg():
-                    info.mode = 0o755 if info.mode & 0o111 else 0o644
-                    with open(full, "rb") as handle:
-                        tar.addfile(info, handle)
+                elif kind == "symlink":
+                    info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, os.readlink(full)
+                    tar.addfile(info)
                 else:
-                    tar.addfile(info)
+                    with _open_nofollow(full) as handle:
+                        info.size = os.fstat(handle.fileno()).st_size
+                        info.mode = 0o755 if kind == "exec" else 0o644
+                        tar.addfile(info, handle)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -111,133 +175,160 @@ def write_tarball(root, exclude, dest):
     return dest
 
 
-def _git(args, cwd=None):
-    proc = subprocess.run(["git"] + args, cwd=cwd, capture_output=True, text=True, check=False)
+# --- git --------------------------------------------------------------------------------
+
+def git_env():
+    env = dict(os.environ)
+    # Only these transports (ext::, fd::, http:// and the rest are refused by git itself), and
+    # never a prompt: a run must not hang on a password question.
+    env.update(GIT_ALLOW_PROTOCOL=GIT_PROTOCOLS, GIT_TERMINAL_PROMPT="0")
+    return env
+
+
+def _git(args, cwd=None, binary=False):
+    try:
+        proc = subprocess.run(["git"] + args, cwd=cwd, capture_output=True, text=not binary, check=False,
+                              env=git_env(), timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise SourceError("git %s did not finish within %d seconds" % (args[0], GIT_TIMEOUT),
+                          field="source.repo") from None
     if proc.returncode != 0:
-        raise SourceError("git %s failed: %s" % (" ".join(args), (proc.stderr or proc.stdout).strip()))
-    return proc.stdout.strip()
+        err = proc.stderr if not binary else proc.stderr.decode("utf-8", "replace")
+        raise SourceError("git %s failed: %s" % (args[0], err.strip()[-500:] or "exit %d" % proc.returncode),
+                          field="source.repo")
+    return proc.stdout
 
 
 def checkout_git(name, repo, version, cache):
-    """Fetch the repository into a controller-side mirror and export the wanted commit."""
+    """Fetch the repository into a controller-side mirror and export the wanted commit into a
+    fresh directory, inspected like an archive."""
     if shutil.which("git") is None:
-        raise SourceError("git is not installed on the controller")
+        raise SourceError("git is not installed on the controller", field="source.repo")
     mirror = os.path.join(cache, "git", name + ".git")
     if os.path.isdir(mirror):
-        current = _git(["config", "--get", "remote.origin.url"], cwd=mirror)
+        current = _git(["config", "--get", "remote.origin.url"], cwd=mirror).strip()
         if current != repo:
             shutil.rmtree(mirror)
     if not os.path.isdir(mirror):
         os.makedirs(os.path.dirname(mirror), exist_ok=True)
-        _git(["clone", "--quiet", "--mirror", repo, mirror])
+        _git(["clone", "--quiet", "--mirror", "--no-hardlinks", "--", repo, mirror])
     else:
         _git(["remote", "update", "--prune"], cwd=mirror)
     try:
-        commit = _git(["rev-parse", "--verify", "--quiet", version + "^{commit}"], cwd=mirror)
+        commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", version + "^{commit}"],
+                      cwd=mirror).strip()
     except SourceError:
-        raise SourceError("version %r not found in %s" % (version, repo)) from None
+        raise SourceError("version %r not found in the repository" % version, field="source.version") from None
     export = os.path.join(cache, "git", "%s-%s" % (name, commit[:16]))
     if not os.path.isdir(export):
-        tmp = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(export))
-        try:
-            data = subprocess.run(
-                ["git", "archive", "--format=tar", commit], cwd=mirror, capture_output=True, check=True
-            ).stdout
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                _safe_extract_tar(tar, tmp)
-            os.replace(tmp, export)
-        except subprocess.CalledProcessError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise SourceError("git archive failed: %s" % exc.stderr.decode("utf-8", "replace")) from None
+        data = _git(["archive", "--format=tar", commit], cwd=mirror, binary=True)
+        _unpack_into(export, lambda tmp: extract_tar(io.BytesIO(data), tmp), "the repository at %s" % commit[:12],
+                     field="source.repo")
     return export, commit
 
 
-def _safe_extract_tar(tar, dest):
-    for member in tar.getmembers():
-        target = os.path.realpath(os.path.join(dest, member.name))
-        if not target.startswith(os.path.realpath(dest) + os.sep) and target != os.path.realpath(dest):
-            raise SourceError("archive member %r escapes the release directory" % member.name)
-        if member.isdev():
-            raise SourceError("archive member %r is a device file" % member.name)
-    tar.extractall(dest, filter="tar") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
+def _unpack_into(dest, extractor, what, field):
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(dest))
+    try:
+        extractor(tmp)
+        os.replace(tmp, dest)
+    except ArchiveRefused as exc:
+        raise SourceError("%s was refused: %s" % (what, exc), field=field) from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise SourceError("cannot unpack %s: %s" % (what, exc), field=field) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def unpack_archive(name, path, cache):
-    """Unpack an archive into the cache (once per archive content) and return the tree root.
+    """Inspect and unpack an archive into the cache (once per archive content); return the tree.
 
-    An archive holding a single top-level directory (as GitHub's tarballs do) is unpacked
-    from inside that directory.
-    """
+    An archive holding a single top-level directory (as GitHub's tarballs do) is used from
+    inside that directory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    path = os.path.realpath(path)
+    with _open_nofollow(path) as handle:
         for block in iter(lambda: handle.read(1 << 16), b""):
             digest.update(block)
     dest = os.path.join(cache, "archives", "%s-%s" % (name, digest.hexdigest()[:16]))
     if not os.path.isdir(dest):
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(dest))
-        try:
-            if path.endswith(".zip"):
-                with zipfile.ZipFile(path) as archive:
-                    for info in archive.infolist():
-                        target = os.path.realpath(os.path.join(tmp, info.filename))
-                        if not target.startswith(os.path.realpath(tmp) + os.sep):
-                            raise SourceError("archive member %r escapes the release directory" % info.filename)
-                    archive.extractall(tmp)
-            else:
-                with tarfile.open(path) as tar:
-                    _safe_extract_tar(tar, tmp)
-            os.replace(tmp, dest)
-        except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise SourceError("cannot unpack %s: %s" % (path, exc)) from None
-        except SourceError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    entries = [e for e in os.listdir(dest) if not e.startswith(".")] if os.path.isdir(dest) else []
-    if len(entries) == 1 and os.path.isdir(os.path.join(dest, entries[0])):
+        extractor = (lambda tmp: extract_zip(path, tmp)) if path.endswith(".zip") else \
+            (lambda tmp: extract_tar(path, tmp))
+        _unpack_into(dest, extractor, "archive %s" % os.path.basename(path), field="source.path")
+    entries = [e for e in os.listdir(dest) if not e.startswith(".")]
+    if len(entries) == 1 and os.path.isdir(os.path.join(dest, entries[0])) \
+            and not os.path.islink(os.path.join(dest, entries[0])):
         return os.path.join(dest, entries[0])
     return dest
 
 
-def prepare_release(svc, cache=None, python=None):
-    """Return the release description of a present service (computed on the controller).
+def read_requirements(tree, relpath):
+    """The requirements file's text, when the source has one. A symlink must resolve inside
+    the source, like every other symlink of a release."""
+    full = os.path.join(tree, relpath)
+    if not os.path.lexists(full):
+        return ""
+    real = os.path.realpath(full)
+    if not _inside(real, os.path.realpath(tree)):
+        raise SourceError("the requirements file %r resolves outside the source" % relpath,
+                          field="requirements_file")
+    if not os.path.isfile(real):
+        raise SourceError("the requirements file %r is not a regular file" % relpath, field="requirements_file")
+    with _open_nofollow(real) as handle:
+        data = handle.read(MAX_REQUIREMENTS_BYTES + 1)
+    if len(data) > MAX_REQUIREMENTS_BYTES:
+        raise SourceError("the requirements file %r is larger than 1 MiB" % relpath, field="requirements_file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError("the requirements file %r is not UTF-8 text" % relpath, field="requirements_file") from None
 
-    ``python`` is the interpreter that builds the virtualenv (the service's own, or the
-    platform's default)."""
-    python = svc.get("python") or python
+
+def prepare_source(svc, cache=None):
+    """Fetch, inspect and repack the source of a present service (controller only).
+
+    Returns ``digest`` (content hash of the code), ``archive`` (the normalised tarball),
+    ``requirements`` (the requirements file's text plus the entry's extra lines),
+    ``revision`` (git commit or None) and ``source`` (what it came from)."""
     cache = cache_root(cache)
     src = svc["source"]
-    revision = None
-    if src["type"] == "dir":
-        tree = src["path"]
-        if not os.path.isdir(tree):
-            raise SourceError("directory %s does not exist on the controller" % tree)
-    elif src["type"] == "git":
-        tree, revision = checkout_git(svc["name"], src["repo"], src["version"], cache)
-    else:
-        tree = unpack_archive(svc["name"], src["path"], cache)
-    exclude = list(src.get("exclude") or [])
-    req_path = os.path.join(tree, svc["requirements_file"])
-    requirements = ""
-    if os.path.isfile(req_path):
-        with open(req_path, encoding="utf-8") as handle:
-            requirements = handle.read()
-    if svc["requirements"]:
-        requirements = requirements.rstrip("\n") + ("\n" if requirements.strip() else "")
-        requirements += "\n".join(svc["requirements"]) + "\n"
-    venv_key = hashlib.sha256(("%s\0%s" % (python, requirements)).encode("utf-8")).hexdigest()[:12]
-    # The release id covers the code and the virtualenv it runs with, so a release
-    # directory never needs to be relinked to another virtualenv.
-    digest = tree_digest(tree, exclude, extra=venv_key.encode("ascii"))
-    release = digest[:12]
-    archive = os.path.join(cache, "releases", "%s-%s.tar.gz" % (svc["name"], release))
-    write_tarball(tree, exclude, archive)
+    with cache_lock(cache, svc["name"]):
+        revision = None
+        if src["type"] == "dir":
+            tree = src["path"]
+            if not os.path.isdir(tree):
+                raise SourceError("directory %r does not exist on the controller" % tree, field="source.path")
+        elif src["type"] == "git":
+            tree, revision = checkout_git(svc["name"], src["repo"], src["version"], cache)
+        else:
+            tree = unpack_archive(svc["name"], src["path"], cache)
+        try:
+            entries = scan_tree(tree, list(src.get("exclude") or []))
+        except SourceError as exc:
+            raise SourceError(str(exc), field="source.repo" if src["type"] == "git" else "source.path") from None
+        requirements = read_requirements(tree, svc["requirements_file"])
+        if svc["requirements"]:
+            requirements = requirements.rstrip("\n") + ("\n" if requirements.strip() else "")
+            requirements += "\n".join(svc["requirements"]) + "\n"
+        digest = tree_digest(entries)
+        archive = os.path.join(cache, "releases", "%s-%s.tar.gz" % (svc["name"], digest[:16]))
+        write_tarball(entries, archive)
     return {
-        "release": release,
+        "digest": digest,
         "archive": archive,
         "requirements": requirements,
-        "venv": venv_key,
         "revision": revision,
         "source": src.get("repo") or src.get("path"),
     }
+
+
+def venv_key(python, requirements):
+    """Virtualenvs are keyed by their interpreter and requirements."""
+    return hashlib.sha256(("%s\0%s" % (python, requirements)).encode("utf-8")).hexdigest()[:12]
+
+
+def release_id(digest, venv):
+    """The release id covers the code and the virtualenv it runs with, so a release directory
+    never needs to be relinked to another virtualenv."""
+    return hashlib.sha256(("%s\0%s" % (digest, venv)).encode("ascii")).hexdigest()[:12]

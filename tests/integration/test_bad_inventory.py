@@ -24,6 +24,7 @@ def run_site(tmp_path, services, extra=None):
         "ansible_host": "microsvc-test-no-such-container",
     }}}}))
     (inv / "group_vars" / "all" / "services.yml").write_text(yaml.safe_dump({"microsvc_services": services}))
+    (inv / "group_vars" / "all" / "sources.yml").write_text(yaml.safe_dump({"microsvc_source_roots": [str(tmp_path)]}))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     cmd = [os.path.join(BIN, "ansible-playbook"), "-i", str(inv), PLAYBOOK] + (extra or [])
@@ -48,9 +49,9 @@ def test_bad_list_fails_before_any_host_is_touched(tmp_path, services, expected)
     proc = run_site(tmp_path, services)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert expected in out, out
-    assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Check the app hosts" not in out, out
 
 
 def test_good_list_passes_validation_then_needs_the_host(tmp_path):
@@ -58,8 +59,8 @@ def test_good_list_passes_validation_then_needs_the_host(tmp_path):
     (only then) tries to reach the host."""
     proc = run_site(tmp_path, [GOOD])
     out = proc.stdout + proc.stderr
-    assert "The service list is invalid" not in out, out
-    assert "PLAY [Gateway]" in out, out
+    assert "The service list or a setting is invalid" not in out, out
+    assert "PLAY [Check the app hosts" in out, out
     assert proc.returncode != 0 and ("UNREACHABLE" in out or "unreachable=1" in out or "FAILED" in out), out
 
 
@@ -99,11 +100,11 @@ def test_secret_in_clear_is_refused_when_vault_is_required(tmp_path):
     proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\nLOG_LEVEL: info\n")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
     assert "LOG_LEVEL" not in out.split("no host was changed.")[-1], out
     assert "hunter2" not in out, out
-    assert "UNREACHABLE" not in out and "PLAY [Gateway]" not in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Check the app hosts" not in out, out
 
 
 def test_inline_vault_and_vault_file_values_pass_when_vault_is_required(tmp_path):
@@ -111,13 +112,13 @@ def test_inline_vault_and_vault_file_values_pass_when_vault_is_required(tmp_path
     proc = secret_site(tmp_path, inline + "API_TOKEN: \"{{ vault_api_token }}\"\nLOG_LEVEL: info\n",
                        vault_file="vault_api_token: s3cret-from-a-vault-file\n")
     out = proc.stdout + proc.stderr
-    assert "The service list is invalid" not in out, out
-    assert "PLAY [Gateway]" in out, out
+    assert "The service list or a setting is invalid" not in out, out
+    assert "PLAY [Check the app hosts" in out, out
 
 
 def test_secret_in_clear_is_accepted_unless_vault_is_required(tmp_path):
     vault(tmp_path, "--version")
     proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\n", require=False)
     out = proc.stdout + proc.stderr
-    assert "The service list is invalid" not in out, out
-    assert "PLAY [Gateway]" in out, out
+    assert "The service list or a setting is invalid" not in out, out
+    assert "PLAY [Check the app hosts" in out, out

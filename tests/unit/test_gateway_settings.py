@@ -3,23 +3,15 @@ every value is checked against an allow-list, every refusal names the variable a
 is allowed, and hostile values (wildcards, public addresses, control characters, injected
 directives, out-of-range numbers) are refused."""
 
-import importlib.util
 import os
 
 import pytest
 import yaml
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings as settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import settings as global_settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import Int
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-settings = _load("gateway_settings", "plugins/plugin_utils/gateway_settings.py")
 
 # Variables this feature set introduced, per role; every one must have a checker.
 NEW_VARIABLES = {
@@ -75,66 +67,68 @@ HOSTILE = (
         ("169.254.169.254", "public"), ("fe80::1", "public"), ("2001:db8::1", "public"),
         ("localhost", "not an IP address"), ("", "not an IP address"), ("10.0.0.1/8", "not an IP address"),
         ("127.0.0.1\n", "control"), ("127.0.0.1 ", "not an IP address"), ("::FFFF:10.0.0.1", "normal form"),
-        ("010.0.0.1", "not an IP address"), ("127.0.0.1:9100", "not an IP address"), (["127.0.0.1"], "IP address"),
-        (None, "IP address")]]
-    + [(name, value, "between 1024 and 65535") for name in PORTS for value in (80, 0, 70000, -1, "9100", 9100.5, True)]
+        ("010.0.0.1", "not an IP address"), ("127.0.0.1:9100", "not an IP address"),
+        (["127.0.0.1"], "must be a string"), (None, "must be a string")]]
+    + [(name, value, "an integer from 1024 to 65535") for name in PORTS
+       for value in (80, 0, 70000, -1, "9100", 9100.5, True)]
     + [(name, value, "true or false") for name in BOOLS for value in ("yes", "true", 1, None, "false")]
     + [
-        ("nginx_gateway_compression_min_length", 0, "between 1 and 1048576"),
-        ("nginx_gateway_compression_min_length", 2 ** 21, "between 1 and 1048576"),
-        ("nginx_gateway_compression_min_length", "1k", "whole number"),
-        ("nginx_gateway_compression_types", [], "non-empty list"),
-        ("nginx_gateway_compression_types", "application/json", "list"),
+        ("nginx_gateway_compression_min_length", 0, "from 1 to 1048576"),
+        ("nginx_gateway_compression_min_length", 2 ** 21, "from 1 to 1048576"),
+        ("nginx_gateway_compression_min_length", "1k", "an integer"),
+        ("nginx_gateway_compression_types", [], "at least 1 item"),
+        ("nginx_gateway_compression_types", "application/json", "must be a list"),
         ("nginx_gateway_compression_types", ["text/html"], "always compressed"),
-        ("nginx_gateway_compression_types", ["application/json; charset=utf-8"], "MIME type"),
-        ("nginx_gateway_compression_types", ["APPLICATION/JSON"], "lowercase"),
-        ("nginx_gateway_compression_types", ["text/css;gzip_types *"], "MIME type"),
-        ("nginx_gateway_compression_types", ["text/css\n"], "MIME type"),
-        ("nginx_gateway_compression_types", ["text/css", 5], "MIME type"),
+        ("nginx_gateway_compression_types", ["application/json; charset=utf-8"], "not allowed"),
+        ("nginx_gateway_compression_types", ["APPLICATION/JSON"], "lowercase MIME type"),
+        ("nginx_gateway_compression_types", ["text/css;gzip_types *"], "not allowed"),
+        ("nginx_gateway_compression_types", ["text/css\n"], "control"),
+        ("nginx_gateway_compression_types", ["text/css", 5], "must be a string"),
         ("nginx_gateway_compression_types", ["a/b%d" % i for i in range(51)], "at most 50"),
-        ("nginx_gateway_access_log_format", "combined", "text, json"),
-        ("nginx_gateway_access_log_format", "JSON", "text, json"),
-        ("nginx_gateway_access_log_format", "json\n", "text, json"),
-        ("nginx_gateway_maintenance_retry_after", 0, "between 1 and 86400"),
-        ("nginx_gateway_maintenance_retry_after", 86401, "between 1 and 86400"),
-        ("nginx_gateway_maintenance_retry_after", "300", "whole number"),
-        ("nginx_gateway_acme_directory_url", "http://acme.example/dir", "https://"),
-        ("nginx_gateway_acme_directory_url", "ftp://acme.example/dir", "https://"),
-        ("nginx_gateway_acme_directory_url", "https://acme.example/dir\n", "https://"),
-        ("nginx_gateway_acme_directory_url", "https://acme.example/dir;include /etc/shadow", "https://"),
-        ("nginx_gateway_acme_directory_url", "https://acme.example/dir?x=1", "https://"),
-        ("nginx_gateway_acme_directory_url", "https://user@acme.example/dir", "https://"),
-        ("nginx_gateway_acme_directory_url", "https://acme example/dir", "https://"),
+        ("nginx_gateway_access_log_format", "combined", "one of 'text', 'json'"),
+        ("nginx_gateway_access_log_format", "JSON", "one of 'text', 'json'"),
+        ("nginx_gateway_access_log_format", "json\n", "one of 'text', 'json'"),
+        ("nginx_gateway_maintenance_retry_after", 0, "from 1 to 86400"),
+        ("nginx_gateway_maintenance_retry_after", 86401, "from 1 to 86400"),
+        ("nginx_gateway_maintenance_retry_after", "300", "an integer"),
+        ("nginx_gateway_acme_directory_url", "http://acme.example/dir", "https:// URL"),
+        ("nginx_gateway_acme_directory_url", "ftp://acme.example/dir", "https:// URL"),
+        ("nginx_gateway_acme_directory_url", "https://acme.example/dir\n", "control"),
+        ("nginx_gateway_acme_directory_url", "https://acme.example/dir;include /etc/shadow", "not allowed"),
+        ("nginx_gateway_acme_directory_url", "https://acme.example/dir?x=1", "not allowed"),
+        ("nginx_gateway_acme_directory_url", "https://user@acme.example/dir", "not allowed"),
+        ("nginx_gateway_acme_directory_url", "https://acme example/dir", "not allowed"),
         ("nginx_gateway_acme_directory_url", "https://acme.example:99999/dir", "out of range"),
-        ("nginx_gateway_acme_directory_url", "https://acme.example/" + "d" * 250, "255"),
-        ("nginx_gateway_acme_directory_url", ["https://acme.example/dir"], "https://"),
-        ("nginx_gateway_acme_email", "ops", "e-mail"),
-        ("nginx_gateway_acme_email", "ops@example", "e-mail"),
-        ("nginx_gateway_acme_email", "ops@example.com\n", "e-mail"),
-        ("nginx_gateway_acme_email", "ops@example.com --server https://evil", "e-mail"),
-        ("nginx_gateway_acme_email", "<ops@example.com>", "e-mail"),
-        ("nginx_gateway_acme_email", "--agree-tos@example.com", "e-mail"),
-        ("nginx_gateway_acme_names", ["*.example.com"], "wildcards"),
-        ("nginx_gateway_acme_names", ["Example.com"], "lowercase"),
-        ("nginx_gateway_acme_names", ["example"], "fully qualified"),
-        ("nginx_gateway_acme_names", ["exa mple.com"], "DNS name"),
-        ("nginx_gateway_acme_names", ["example.com\n"], "DNS name"),
-        ("nginx_gateway_acme_names", ["-bad.example.com"], "DNS name"),
-        ("nginx_gateway_acme_names", ["127.0.0.1"], "DNS name"),
-        ("nginx_gateway_acme_names", ["example.com,evil.com"], "DNS name"),
-        ("nginx_gateway_acme_names", ["a" * 64 + ".example.com"], "DNS name"),
+        ("nginx_gateway_acme_directory_url", "https://acme.example/" + "d" * 250, "at most 255"),
+        ("nginx_gateway_acme_directory_url", ["https://acme.example/dir"], "must be a string"),
+        ("nginx_gateway_acme_email", "ops", "e-mail address"),
+        ("nginx_gateway_acme_email", "ops@example", "e-mail address"),
+        ("nginx_gateway_acme_email", "ops@example.com\n", "control"),
+        ("nginx_gateway_acme_email", "ops@example.com --server https://evil", "e-mail address"),
+        ("nginx_gateway_acme_email", "<ops@example.com>", "e-mail address"),
+        ("nginx_gateway_acme_email", "--agree-tos@example.com", "e-mail address"),
+        ("nginx_gateway_acme_names", ["*.example.com"], "wildcards need the DNS-01 challenge"),
+        ("nginx_gateway_acme_names", ["Example.com"], "write names in lowercase"),
+        ("nginx_gateway_acme_names", ["example"], "fully qualified DNS name"),
+        ("nginx_gateway_acme_names", ["exa mple.com"], "fully qualified DNS name"),
+        ("nginx_gateway_acme_names", ["example.com\n"], "control"),
+        ("nginx_gateway_acme_names", ["-bad.example.com"], "fully qualified DNS name"),
+        ("nginx_gateway_acme_names", ["127.0.0.1"], "fully qualified DNS name"),
+        ("nginx_gateway_acme_names", ["example.com,evil.com"], "fully qualified DNS name"),
+        ("nginx_gateway_acme_names", ["a" * 64 + ".example.com"], "fully qualified DNS name"),
         ("nginx_gateway_acme_names", ["example.com", "example.com"], "twice"),
         ("nginx_gateway_acme_names", ["n%d.example.com" % i for i in range(101)], "at most 100"),
-        ("nginx_gateway_acme_names", "example.com", "list"),
-        ("nginx_gateway_acme_ca_bundle", "etc/ca.pem", "absolute"),
-        ("nginx_gateway_acme_ca_bundle", "/etc/../root/ca.pem", "normalised"),
-        ("nginx_gateway_acme_ca_bundle", "/etc/ssl//ca.pem", "normalised"),
-        ("nginx_gateway_acme_ca_bundle", "/etc/ssl/", "normalised"),
-        ("nginx_gateway_acme_ca_bundle", "/etc/ssl/ca.pem\nEnvironment=X=1", "absolute"),
-        ("nginx_gateway_acme_ca_bundle", "/etc/ssl/ca pem", "absolute"),
-        ("nginx_gateway_acme_ca_bundle", "/" + "a" * 300, "absolute"),
-        ("uwsgi_emperor_metrics_interval", 4, "between 5 and 3600"),
-        ("uwsgi_emperor_metrics_interval", 3601, "between 5 and 3600"),
+        ("nginx_gateway_acme_names", "example.com", "must be a list"),
+        ("nginx_gateway_acme_ca_bundle", "etc/ca.pem", "absolute, normalised path"),
+        ("nginx_gateway_acme_ca_bundle", "/etc/../root/ca.pem", "absolute, normalised path"),
+        ("nginx_gateway_acme_ca_bundle", "/etc/ssl//ca.pem", "absolute, normalised path"),
+        ("nginx_gateway_acme_ca_bundle", "/etc/ssl/", "absolute, normalised path"),
+        ("nginx_gateway_acme_ca_bundle", "/etc/ssl/ca.pem\nEnvironment=X=1", "control"),
+        ("nginx_gateway_acme_ca_bundle", "/etc/ssl/ca pem", "absolute, normalised path"),
+        ("nginx_gateway_acme_ca_bundle", "/" + "a" * 300, "absolute, normalised path"),
+        ("nginx_gateway_acme_ca_bundle", "/etc", "absolute, normalised path"),
+        ("uwsgi_emperor_metrics_interval", 4, "from 5 to 3600"),
+        ("uwsgi_emperor_metrics_interval", 3601, "from 5 to 3600"),
     ]
 )
 
@@ -148,15 +142,22 @@ def test_good_values_pass(name, value):
 def test_hostile_values_are_refused_naming_the_variable(name, value, word):
     errors = settings.check({name: value})
     assert len(errors) == 1, errors
-    assert errors[0].startswith(name + ": ") and word in errors[0], errors
+    assert errors[0].startswith("setting '%s': " % name) and word in errors[0], errors
+    # The validation play, which checks what the inventory sets, refuses it in the same words.
+    assert global_settings.check_settings({name: value}) == errors
 
 
 def test_number_messages_state_their_bounds():
-    for name, checker in settings.CHECKS.items():
-        if hasattr(checker, "bounds"):
-            low, high = checker.bounds
-            (error,) = settings.check({name: high + 1})
-            assert "%d and %d" % (low, high) in error, error
+    numbers = [(name, check) for name, check in settings.CHECKS.items() if isinstance(check, Int)]
+    assert len(numbers) >= 6
+    for name, check in numbers:
+        (error,) = settings.check({name: check.high + 1})
+        assert "from %d to %d" % (check.low, check.high) in error, error
+
+
+def test_every_check_documents_its_rule():
+    for name, check in settings.CHECKS.items():
+        assert check.rule and "\n" not in check.rule, name
 
 
 def test_every_new_variable_has_a_checker_and_is_declared():
@@ -167,6 +168,7 @@ def test_every_new_variable_has_a_checker_and_is_declared():
     for role, names in NEW_VARIABLES.items():
         for name in names:
             assert name in settings.CHECKS, name
+            assert global_settings.SETTINGS[name] is settings.CHECKS[name], name
             if role:
                 assert name in specs[role], name
     assert set(settings.CHECKS) == {n for names in NEW_VARIABLES.values() for n in names}
@@ -189,14 +191,15 @@ ACME = {"nginx_gateway_acme_enabled": True, "nginx_gateway_tls_enabled": True,
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    ({"nginx_gateway_tls_enabled": False}, "nginx_gateway_acme_enabled: ACME gives the HTTPS certificate"),
-    ({"nginx_gateway_tls_self_signed": True}, "nginx_gateway_acme_enabled: the certificate comes from ACME"),
-    ({"nginx_gateway_tls_certificate": True}, "nginx_gateway_acme_enabled: the certificate comes from ACME"),
+    ({"nginx_gateway_tls_enabled": False}, "setting 'nginx_gateway_acme_enabled': ACME gives the HTTPS certificate"),
+    ({"nginx_gateway_tls_self_signed": True}, "setting 'nginx_gateway_acme_enabled': the certificate comes from ACME"),
+    ({"nginx_gateway_tls_certificate": True}, "setting 'nginx_gateway_acme_enabled': the certificate comes from ACME"),
     ({"nginx_gateway_acme_staging": True, "nginx_gateway_acme_directory_url": "https://ca.example/dir"},
-     "nginx_gateway_acme_staging: Let's Encrypt's staging directory or nginx_gateway_acme_directory_url"),
-    ({"nginx_gateway_server_names": ["_"]}, "nginx_gateway_acme_names: no name to request a certificate for"),
+     "setting 'nginx_gateway_acme_staging': Let's Encrypt's staging directory or nginx_gateway_acme_directory_url"),
+    ({"nginx_gateway_server_names": ["_"]},
+     "setting 'nginx_gateway_acme_names': no name to request a certificate for"),
     ({"nginx_gateway_server_names": ["_", "*.example.com"]},
-     "nginx_gateway_server_names (the certificate's names when nginx_gateway_acme_names is empty)"),
+     "setting 'nginx_gateway_server_names' (the certificate's names when nginx_gateway_acme_names is empty)"),
 ], ids=["acme-without-tls", "acme-and-self-signed", "acme-and-certificate", "staging-and-url", "no-names",
         "wildcard-server-name"])
 def test_acme_settings_that_do_not_go_together(overrides, expected):
@@ -217,6 +220,6 @@ def test_metrics_ports_do_not_collide_with_the_gateways(port_name, port):
               "nginx_gateway_stub_status_port": 8098, "nginx_gateway_metrics_port": 9113, port_name: port}
     errors = settings.check(values)
     if port < 1024:
-        assert errors and errors[0].startswith(port_name), errors
+        assert errors and errors[0].startswith("setting '%s'" % port_name), errors
     else:
         assert any("port %d is already used" % port in e for e in errors), errors

@@ -194,6 +194,7 @@ class Marked(str):
 
 
 def test_secrets_must_come_from_vault_when_required(tmp_path):
+    (tmp_path / "code").mkdir()
     strict = plan_mod.Planner(SPEC, base_dir=str(tmp_path), secret_names=["*PASSWORD*", "*_TOKEN"],
                               is_vaulted=lambda value: isinstance(value, Marked))
     services = [ok("a", env={"db_password": "clear", "GITHUB_TOKEN": Marked("x"), "LOG_LEVEL": "info"}),

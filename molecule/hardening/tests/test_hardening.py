@@ -214,12 +214,14 @@ def test_emperor_unit_is_hardened(host):
 
 def test_broken_gateway_change_never_reaches_the_live_configuration(host, tmp_path):
     before = fingerprint(host)
+    # Valid by every allow-list (a parameter may name an nginx variable), but no such variable
+    # exists: only nginx -t can tell.
     inv = write_inventory(str(tmp_path / "inv"), HOST, SERVICES,
-                          dict(HARDENING, nginx_gateway_uwsgi_params={"HTTP_X_BROKEN": "two words"}))
+                          dict(HARDENING, nginx_gateway_uwsgi_params={"HTTP_X_BROKEN": "$no_such_variable"}))
     rc, out = run_playbook(inv)
     assert rc != 0
     assert "nginx -t rejected the new configuration; the live configuration was not changed" in out, out
-    assert 'invalid parameter "words"' in out, out
+    assert 'unknown "no_such_variable" variable' in out, out
     assert fingerprint(host) == before
     assert host.run("nginx -t").rc == 0
     for name in NAMES:
@@ -243,6 +245,10 @@ BAD_INVENTORIES = [
     ("missing-source", [dict(GOOD, source="/nonexistent/code")], "service 'good': field 'source.path'"),
     ("managed-uwsgi-option", [dict(GOOD, uwsgi_options={"uid": "root"})], "service 'good': field 'uwsgi_options.uid'"),
     ("bad-health-status", [dict(GOOD, health={"status": [999]})], "service 'good': field 'health.status'"),
+    ("uwsgi-set", [dict(GOOD, uwsgi_options={"set": "uid=0"})], "service 'good': field 'uwsgi_options.set'"),
+    ("newline-in-wsgi-file", [{"name": "good", "source": GOOD["source"], "wsgi_file": "app.py\nuid = 0"}],
+     "service 'good': field 'wsgi_file'"),
+    ("login-user-name", [dict(GOOD, name="admin")], "service 'admin': field 'name'"),
 ]
 
 
@@ -251,7 +257,7 @@ def test_bad_inventory_changes_nothing_on_the_host(host, tmp_path, services, exp
     before = fingerprint(host)
     rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, SERVICES + services, HARDENING))
     assert rc != 0
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert expected in out, out
     assert fingerprint(host) == before
 
@@ -262,10 +268,58 @@ def test_secret_in_clear_changes_nothing_when_vault_is_required(host, tmp_path):
     rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, services,
                                            dict(HARDENING, microsvc_require_vault=True)))
     assert rc != 0
-    assert "The service list is invalid; no host was changed." in out, out
+    assert "The service list or a setting is invalid; no host was changed." in out, out
     assert "service 'good': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
     assert "hunter2" not in out, out
     assert fingerprint(host) == before
+
+
+def test_bad_setting_changes_nothing_on_the_host(host, tmp_path):
+    before = fingerprint(host)
+    rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, SERVICES,
+                                           dict(HARDENING, microsvc_root="/", microsvc_route_prefix="/api/\n")))
+    assert rc != 0
+    assert "setting 'microsvc_root': '/' is not allowed" in out, out
+    assert "setting 'microsvc_route_prefix'" in out, out
+    assert fingerprint(host) == before
+
+
+def test_a_service_named_like_an_account_of_the_host_is_refused_before_it_changes(host, tmp_path):
+    """'legacy' is no well-known name, so the controller lets it pass; the host knows it is not ours."""
+    before = fingerprint(host)
+    account = host.user("legacy")
+    shell, home, uid = account.shell, account.home, account.uid
+    rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, SERVICES + [dict(GOOD, name="legacy")],
+                                           HARDENING))
+    assert rc != 0
+    assert "A service is named like an account on this host; the host was not changed." in out, out
+    assert "service 'legacy': field 'name': there is already a user 'legacy' (uid %d" % uid in out, out
+    assert "PLAY [Gateway]" not in out, out
+    assert fingerprint(host) == before
+    after = host.user("legacy")
+    assert (after.shell, after.home, after.uid) == (shell, home, uid)
+
+
+def test_every_vassal_runs_as_its_own_unprivileged_user(host):
+    for name in NAMES:
+        procs = vassal_processes(host, name)
+        assert procs and {user for user, _pid, _ppid, _args in procs} == {name}, procs
+        assert host.user(name).uid != 0 and host.user(name).uid not in (host.user("admin").uid,)
+
+
+def test_nothing_but_the_gateway_listens_on_a_wildcard_address(host):
+    """Listening sockets on 0.0.0.0 or [::] belong to nginx on the gateway's own ports; every
+    service listens on a unix socket."""
+    wildcard = []
+    for line in host.check_output("ss -Hltunp").splitlines():
+        fields = line.split()
+        local = fields[4]
+        address, _, port = local.rpartition(":")
+        if address in ("0.0.0.0", "*", "[::]", "::"):
+            wildcard.append((port, line))
+    assert wildcard, "the gateway listens"
+    for port, line in wildcard:
+        assert port in ("80", "443") and '"nginx"' in line, line
 
 
 def test_check_mode_on_the_converged_host_shows_the_gateway_diff_and_changes_nothing(host, tmp_path):
@@ -273,7 +327,7 @@ def test_check_mode_on_the_converged_host_shows_the_gateway_diff_and_changes_not
     services = [dict(s, route="/v2/service2/") if s["name"] == "service2" else s for s in SERVICES]
     rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, services, HARDENING), args=["--check", "--diff"])
     assert rc == 0, out
-    assert "-location /api/service2/ {" in out and "+location /v2/service2/ {" in out, out
+    assert '-location "/api/service2/" {' in out and '+location "/v2/service2/" {' in out, out
     assert fingerprint(host) == before
     # And without the change, check mode reports nothing to do.
     rc, out = run_playbook(write_inventory(str(tmp_path / "same"), HOST, SERVICES, HARDENING), args=["--check"])
@@ -282,3 +336,26 @@ def test_check_mode_on_the_converged_host_shows_the_gateway_diff_and_changes_not
 
 def _sh(text):
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+# --- last: purging every service (the host's state after this is not the converged one) ---
+
+def test_purging_every_service_removes_only_what_the_collection_made(host, tmp_path):
+    """A host whose image has a login user keeps it after every service is purged; a directory
+    under the services' root that the collection did not make stays too."""
+    admin = host.user("admin")
+    admin_before = (admin.uid, admin.shell, admin.home)
+    host.run("mkdir -p /opt/www/notours && echo keep > /opt/www/notours/data")
+    purged = [{"name": s["name"], "state": "absent", "purge": True} for s in SERVICES]
+    purged.append({"name": "notours", "state": "absent", "purge": True})
+    rc, out = run_playbook(write_inventory(str(tmp_path / "inv"), HOST, purged, HARDENING))
+    assert rc == 0, out
+    for name in NAMES:
+        assert not host.user(name).exists and not host.group(name).exists, name
+        assert not host.file("/opt/www/%s" % name).exists, name
+    after = host.user("admin")
+    assert after.exists and (after.uid, after.shell, after.home) == admin_before
+    assert host.group("admin").exists and host.user("legacy").exists
+    assert host.file("/opt/www/notours/data").content_string == "keep\n"
+    assert host.file("/var/lib/microsvc/accounts").exists
+    assert host.run("ls /var/lib/microsvc/accounts").stdout.strip() == ""
