@@ -112,8 +112,8 @@ class ActionModule(ActionBase):
                 )
             elif not version:
                 mismatched.append(
-                    "service '%s': field 'python': %s does not run on the host"
-                    % (svc["name"], svc["python"] or default_python)
+                    "service '%s': field 'python': %s does not run on the host, or is not owned by root and "
+                    "closed to others" % (svc["name"], svc["python"] or default_python)
                 )
             reasons = list(state["needs"])
             if args.get("force") and not reasons:

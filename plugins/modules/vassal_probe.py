@@ -101,7 +101,29 @@ def group_exists(name):
 _PY_CACHE = {}
 
 
+def trusted_interpreter(path):
+    """Only an interpreter that root owns and nobody else may change is ever run (as root, it
+    builds virtualenvs): the file and every directory above it."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        if not os.path.isfile(real) or st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+        parent = os.path.dirname(real)
+        while True:
+            pst = os.stat(parent)
+            if pst.st_uid != 0 or pst.st_mode & 0o022:
+                return False
+            if parent == "/":
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
 def python_version(path):
+    if not trusted_interpreter(path):
+        return None
     if path not in _PY_CACHE:
         try:
             out = subprocess.run(

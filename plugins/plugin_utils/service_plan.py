@@ -87,12 +87,12 @@ REQUIREMENT = Str(
     r"(?: ?; ?[A-Za-z0-9_.<>=!~'\" ()-]{1,200})?",              # environment marker
     "a requirement specifier such as 'Django>=5.2,<5.3' or 'redis[hiredis]==5.0.1' (no pip options, "
     "no URLs, no comments)", 300)
-GIT_PATH = r"[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*"
+GIT_PATH = r"[A-Za-z0-9._~+][A-Za-z0-9._~+-]*(?:/[A-Za-z0-9._~+][A-Za-z0-9._~+-]*)*"
 GIT_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
 GIT_REPO = Str(
     r"https://%(host)s(?::[0-9]{1,5})?/%(path)s/?"
-    r"|ssh://(?:[A-Za-z0-9._-]+@)?%(host)s(?::[0-9]{1,5})?/%(path)s/?"
-    r"|[A-Za-z0-9._-]+@%(host)s:%(path)s/?"
+    r"|ssh://(?:[A-Za-z0-9][A-Za-z0-9._-]*@)?%(host)s(?::[0-9]{1,5})?/%(path)s/?"
+    r"|[A-Za-z0-9][A-Za-z0-9._-]*@%(host)s:%(path)s/?"
     r"|file:///%(path)s/?"
     r"|/%(path)s/?" % {"host": GIT_HOST, "path": GIT_PATH},
     "a git URL over https://host/path, ssh://[user@]host/path, user@host:path, or a local repository "

@@ -17,8 +17,8 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import hostile_cases as cases  # noqa: E402
-import hostile_sources as hostile  # noqa: E402
+import hostile_cases as cases
+import hostile_sources as hostile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.dirname(sys.executable)

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import hostile_cases as cases  # noqa: E402
-from ansible_collections.microsvc.deploy.plugins.plugin_utils import service_plan, settings  # noqa: E402
+import hostile_cases as cases
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import service_plan, settings
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 with open(os.path.join(ROOT, "roles/service_plan/meta/argument_specs.yml"), encoding="utf-8") as _f:

@@ -12,11 +12,10 @@ import re
 import crossplane
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import service_plan
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import settings as global_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 with open(os.path.join(ROOT, "roles/service_plan/meta/argument_specs.yml"), encoding="utf-8") as _f:

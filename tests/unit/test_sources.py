@@ -10,9 +10,9 @@ import zipfile
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import hostile_sources as hostile  # noqa: E402
-from ansible_collections.microsvc.deploy.plugins.module_utils import release_archive  # noqa: E402
-from ansible_collections.microsvc.deploy.plugins.plugin_utils import sources  # noqa: E402
+import hostile_sources as hostile
+from ansible_collections.microsvc.deploy.plugins.module_utils import release_archive
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import sources
 
 EXCLUDE = [".git", "__pycache__", "*.pyc"]
 
