@@ -29,6 +29,9 @@ NAME = "gateway.test"
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "..", "group_vars", "all", "gateway.yml"), encoding="utf-8") as _f:
     GATEWAY = yaml.safe_load(_f)
+with open(os.path.join(HERE, "..", "group_vars", "all", "settings.yml"), encoding="utf-8") as _f:
+    # The probe's directory is a source root too (the demo settings name the samples only).
+    GATEWAY["microsvc_source_roots"] = yaml.safe_load(_f)["microsvc_source_roots"]
 with open(os.path.join(HERE, "..", "group_vars", "all", "services.yml"), encoding="utf-8") as _f:
     SERVICES = yaml.safe_load(_f)["microsvc_services"]
 LIVE = "/etc/letsencrypt/live/microsvc-gateway"
