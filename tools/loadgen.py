@@ -8,7 +8,10 @@ project's own test containers), for a fixed maximum duration:
         --concurrency 8 --duration 30 --stop-file /tmp/load.stop --output /tmp/load.json
 
 Each worker thread keeps one request in flight over a keep-alive connection, cycling over
-the URLs. It stops after --duration seconds or as soon as --stop-file exists.
+the URLs (with --fresh-connections, a new connection, and for https a new TLS handshake, for
+every request). It stops after --duration seconds or as soon as --stop-file exists. https
+URLs are verified against --cafile when given, otherwise not verified (a test talks to its
+gateway by address, which its certificate does not name).
 
 Like browsers and HTTP libraries (RFC 9112, 9.3.1), a request that fails on a *reused*
 keep-alive connection before any response byte arrived is retried once on a new connection:
@@ -23,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -64,14 +68,20 @@ class Stats:
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-def worker(urls, stats, deadline, stop_file, timeout, offset):
+def connect(parts, timeout, tls):
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout, context=tls)
+    return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+
+
+def worker(urls, stats, deadline, stop_file, timeout, offset, tls=None, fresh=False):
     conns = {}
     i = offset
     while time.time() < deadline and not (stop_file and os.path.exists(stop_file)):
         url = urls[i % len(urls)]
         i += 1
         parts = urllib.parse.urlsplit(url)
-        key = (parts.hostname, parts.port)
+        key = (parts.scheme, parts.hostname, parts.port)
         path = parts.path + ("?" + parts.query if parts.query else "")
         started = time.perf_counter()
         for attempt in (1, 2):
@@ -79,13 +89,13 @@ def worker(urls, stats, deadline, stop_file, timeout, offset):
             reused = conn is not None
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+                    conn = connect(parts, timeout, tls)
                     conns[key] = conn
-                conn.request("GET", path, headers={"Connection": "keep-alive"})
+                conn.request("GET", path, headers={"Connection": "close" if fresh else "keep-alive"})
                 resp = conn.getresponse()
                 body = resp.read().decode("utf-8", "replace")
                 stats.record(url, resp.status, time.perf_counter() - started, body=body)
-                if resp.getheader("Connection", "").lower() == "close":
+                if fresh or resp.getheader("Connection", "").lower() == "close":
                     conns.pop(key).close()
                 break
             except (OSError, http.client.HTTPException) as exc:
@@ -109,17 +119,24 @@ def main(argv=None):
     parser.add_argument("--ready-file", help="created once the load has started")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--output")
+    parser.add_argument("--cafile", help="verify https URLs against this CA bundle")
+    parser.add_argument("--fresh-connections", action="store_true", help="a new connection for every request")
     args = parser.parse_args(argv)
     duration = min(args.duration, 300.0)
     for url in args.url:
         host = urllib.parse.urlsplit(url).hostname or ""
         if not (host.startswith(("127.", "microsvc-")) or host == "localhost"):
             parser.error("refusing to load %s: only loopback or the project's own test containers" % url)
+    if args.cafile:
+        tls = ssl.create_default_context(cafile=args.cafile)
+    else:
+        tls = ssl._create_unverified_context()  # not verified on purpose: see the docstring
     stats = Stats(args.url)
     started = time.time()
     deadline = started + duration
     threads = [
-        threading.Thread(target=worker, args=(args.url, stats, deadline, args.stop_file, args.timeout, n), daemon=True)
+        threading.Thread(target=worker, daemon=True,
+                         args=(args.url, stats, deadline, args.stop_file, args.timeout, n, tls, args.fresh_connections))
         for n in range(args.concurrency)
     ]
     for thread in threads:
@@ -130,7 +147,8 @@ def main(argv=None):
     for thread in threads:
         thread.join()
     elapsed = time.time() - started
-    summary = {"elapsed": elapsed, "concurrency": args.concurrency, "urls": {}}
+    summary = {"elapsed": elapsed, "concurrency": args.concurrency, "fresh_connections": args.fresh_connections,
+               "urls": {}}
     for url, entry in stats.per_url.items():
         lat = entry["latencies"]
         ok = sum(n for code, n in entry["status"].items() if code.startswith("2"))

@@ -148,7 +148,7 @@ LOADGEN = os.path.join(PROJECT, "tools", "loadgen.py")
 class Load:
     """Bounded load inside the container against its own loopback, in the background."""
 
-    def __init__(self, host, paths, concurrency=6, duration=120, name="load"):
+    def __init__(self, host, paths, concurrency=6, duration=120, name="load", scheme="http", extra_args=""):
         self.host = host
         self.name = name
         self.out = "/tmp/%s.json" % name
@@ -159,10 +159,10 @@ class Load:
         host.run("rm -f %s %s %s" % (self.out, self.stop, self.ready))
         put = host.run("cat > /tmp/loadgen.py <<'MICROSVC_EOF'\n%sMICROSVC_EOF" % script)
         assert put.rc == 0, put.stderr
-        urls = " ".join("--url http://127.0.0.1%s" % p for p in paths)
+        urls = " ".join("--url %s://127.0.0.1%s" % (scheme, p) for p in paths)
         cmd = ("nohup python3 /tmp/loadgen.py %s --concurrency %d --duration %d --stop-file %s "
-               "--ready-file %s --output %s >/tmp/%s.log 2>&1 &"
-               % (urls, concurrency, duration, self.stop, self.ready, self.out, name))
+               "--ready-file %s --output %s %s >/tmp/%s.log 2>&1 &"
+               % (urls, concurrency, duration, self.stop, self.ready, self.out, extra_args, name))
         started = host.run("sh -c %s" % _quote(cmd))
         assert started.rc == 0, started.stderr
 

@@ -82,12 +82,14 @@ def never_live(deployed, health=None, settled=None):
     return sorted(names)
 
 
-def health_checks(services, base):
-    """name -> the health check of each service, through the gateway at ``base``."""
+def health_checks(services, base, check_base=None):
+    """name -> the health check of each service, through the gateway at ``base``; a service in
+    maintenance (its public route answers 503) through the gateway's check server at ``check_base``."""
     out = {}
     for svc in services or []:
         health = svc["health"]
-        out[svc["name"]] = dict(name=svc["name"], url=base + health["url_path"], status=health["status"],
+        url = (check_base if svc.get("maintenance") and check_base else base) + health["url_path"]
+        out[svc["name"]] = dict(name=svc["name"], url=url, status=health["status"],
                                 body=health.get("body"), timeout=health["timeout"], retries=health["retries"],
                                 delay=health["delay"])
     return out

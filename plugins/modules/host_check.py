@@ -15,7 +15,7 @@ description:
     C(microsvc.deploy.service_accounts)). Nothing is changed, in any mode.
   - Returns, as facts, the distribution facts the roles' platform variables need (the same values as the
     C(setup) module's C(min) subset gives for C(distribution), C(os_family) and C(architecture)), the installed
-    packages, the state of the named systemd units, the nginx version, the SELinux mode, so that later
+    packages, the state of the named systemd units and the SELinux mode, so that later
     tasks skip what is already so instead of asking the host again.
 version_added: 0.2.0
 options:
@@ -49,14 +49,12 @@ ansible_facts:
   description:
     - C(distribution), C(distribution_version), C(distribution_major_version), C(os_family), C(architecture),
       C(system), and C(microsvc_host) with C(packages) (installed package names), C(units) (per unit
-      C(active) and C(enabled)), C(nginx_version) (or null), C(selinux) (C(enforcing), C(permissive),
+      C(active) and C(enabled)), C(selinux) (C(enforcing), C(permissive),
       C(disabled), or C(absent) without getenforce) and C(accounts) (per service C(new), C(ours) or C(legacy)).
   returned: always
   type: dict
 """
 
-import os
-import re
 import shutil
 import subprocess
 
@@ -90,15 +88,6 @@ def unit_state(name):
     enabled = run(["systemctl", "is-enabled", name])
     return {"active": bool(active) and active.stdout.strip() == "active",
             "enabled": bool(enabled) and enabled.stdout.strip() == "enabled"}
-
-
-def nginx_version():
-    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if not binary:
-        return None
-    proc = run([binary, "-v"])
-    match = re.search(r"nginx/([0-9.]+)", (proc.stderr + proc.stdout) if proc else "")
-    return match.group(1) if match else None
 
 
 def selinux_mode():
@@ -140,7 +129,6 @@ def main():
     facts["microsvc_host"] = {
         "packages": packages(),
         "units": {name: unit_state(name) for name in p["units"]},
-        "nginx_version": nginx_version(),
         "selinux": selinux_mode(),
         "accounts": accounts,
     }

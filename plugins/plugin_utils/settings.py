@@ -192,6 +192,14 @@ SETTINGS = {
     "uwsgi_vassal_rollback_release": AnyOf(EMPTY, Str(r"[0-9a-f]{12}", "a release id (12 hex digits)", 12)),
 }
 
+# --- gateway features (issue 14): ACME, HTTP/2, compression, logs, metrics, maintenance ----
+# Their checks live next to the rules that involve several of them (the gateway role runs
+# those before its play changes anything); this table includes them all.
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.gateway_settings import CHECKS as _GATEWAY_CHECKS
+
+SETTINGS.update(_GATEWAY_CHECKS)
+# --- end of the gateway features' block ----------------------------------------------------
+
 
 def check_settings(values):
     """Messages for every setting in ``values`` (name -> value) that its check refuses."""

@@ -109,7 +109,10 @@ def inputs(draw):
 # --- what a benign entry gives ----------------------------------------------------------------
 ROUTE_DIRECTIVES = {"include", "uwsgi_param", "client_max_body_size", "uwsgi_connect_timeout", "uwsgi_read_timeout",
                     "uwsgi_send_timeout", "limit_req", "limit_req_status", "access_log", "error_log",
-                    "uwsgi_next_upstream", "uwsgi_pass"}
+                    "uwsgi_next_upstream", "uwsgi_pass",
+                    # the log fields service and route, the request id, the gateway's own JSON errors
+                    "set", "uwsgi_hide_header", "error_page"}
+ERROR_DIRECTIVES = {"access_log", "error_log", "default_type", "return"}
 STATIC_DIRECTIVES = {"alias", "access_log", "expires"}
 INI_SINGLE = {"strict", "plugins", "procname-prefix-spaced", "master", "processes", "thunder-lock", "threads",
               "enable-threads", "socket", "chmod-socket", "chown-socket", "stats", "uid", "gid", "umask", "chdir",
@@ -153,6 +156,7 @@ def check_nginx(config, plan):
     expected = {("/",)}
     for svc in present:
         expected.add((svc["route"],))
+        expected.add(("@microsvc_error_" + svc["name"],))
         if svc["django"] and svc["django"]["collectstatic"]:
             expected.add((svc["route"] + svc["django"]["static_url"],))
     assert set(locations) == expected
@@ -161,6 +165,10 @@ def check_nginx(config, plan):
         loc = locations[(svc["route"],)]
         assert {d["directive"] for d in loc["block"]} <= ROUTE_DIRECTIVES
         assert [d["args"] for d in loc["block"] if d["directive"] == "uwsgi_pass"] == [["microsvc_" + svc["name"]]]
+        assert [d["args"] for d in loc["block"] if d["directive"] == "error_page"] == [
+            ["502", "503", "504", "@microsvc_error_" + svc["name"]]]
+        error = locations[("@microsvc_error_" + svc["name"],)]
+        assert {d["directive"] for d in error["block"]} == ERROR_DIRECTIVES
         if svc["django"] and svc["django"]["collectstatic"]:
             static = locations[(svc["route"] + svc["django"]["static_url"],)]
             assert {d["directive"] for d in static["block"]} <= STATIC_DIRECTIVES
@@ -223,12 +231,15 @@ def check_inputs(templar, tmp, services, knobs):
     present = [dict(s, members=["gw"]) for s in plan["services"] if s["state"] == "present"]
     variables.update(
         ansible_managed="Ansible managed", inventory_hostname="gw", hostvars={}, microsvc_plan=plan,
-        __nginx_gateway_owned_dir="microsvc", __nginx_gateway_services=present, __nginx_gateway_split=False,
+        __nginx_gateway_owned_dir="microsvc", __nginx_gateway_services=present, __nginx_gateway_checked=[],
+        __nginx_gateway_tls_live=False, __nginx_gateway_http2_legacy=True, __nginx_gateway_brotli_on=False,
+        __nginx_gateway_log_format="microsvc", nginx_gateway_metrics_enabled=False,
         __nginx_gateway_tls_dir="/etc/nginx/microsvc-tls", __uwsgi_vassal_tcp=False,
         __uwsgi_vassal_socket_group="www-data", uwsgi_vassal_log_requests=False, uwsgi_vassal_bind_address="",
     )
     files = {"nginx.conf": render(templar, "roles/nginx_gateway/templates/nginx.conf.j2", variables),
-             "microsvc/gateway.conf": render(templar, "roles/nginx_gateway/templates/gateway.conf.j2", variables)}
+             "microsvc/gateway.conf": render(templar, "roles/nginx_gateway/templates/gateway.conf.j2", variables),
+             "microsvc/headers.conf": render(templar, "roles/nginx_gateway/templates/headers.conf.j2", variables)}
     for svc in present:
         item = dict(variables, item=svc)
         files["microsvc/upstreams/%s.conf" % svc["name"]] = render(

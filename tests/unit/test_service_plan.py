@@ -88,6 +88,8 @@ INVALID = [
     ("requirement-is-an-option", [ok(requirements=["--index-url=http://evil"])], "'svc'", "'requirements'"),
     ("relative-python", [ok(python="python3")], "'svc'", "'python'"),
     ("item-not-a-mapping", ["svc"], "service #1", "mapping"),
+    ("maintenance-not-a-bool", [ok(maintenance="sometimes")], "'svc'", "'maintenance'"),
+    ("maintenance-a-list", [ok(maintenance=[True])], "'svc'", "'maintenance'"),
 ]
 
 

@@ -73,4 +73,4 @@ def test_nginx_workers_run_as_nginx(host):
     out = host.check_output("ps -eo user:32,args --no-headers")
     workers = [line.split(None, 1)[0] for line in out.splitlines() if "nginx: worker process" in line]
     assert workers and set(workers) == {NGINX_USER}, workers
-    assert "user nginx;" in host.file("/etc/nginx/nginx.conf").content_string
+    assert 'user "nginx";' in host.file("/etc/nginx/nginx.conf").content_string
