@@ -2,9 +2,7 @@
 
 import pytest
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.microsvc.deploy.plugins.filter import deploy, topology
-
 
 # --- topology -----------------------------------------------------------------------------------
 

@@ -2,12 +2,11 @@
 
 import json
 import os
+import pathlib
 import stat
 
 import pytest
-
 from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, releases, venvs
-
 
 # --- environment files --------------------------------------------------------------------------
 
@@ -19,11 +18,11 @@ def test_env_file_keeps_the_previous_content_until_settled_and_lists_dropped_nam
     writes, removes, kept, unset = envfile.plan(path, "present", "A=1\n")
     envfile.apply(writes, removes, gid)
     assert kept and unset == ["B"]
-    assert open(path + ".previous").read() == "A=1\nB=2\n" and open(path + ".unset").read() == "B\n"
+    assert pathlib.Path(path + ".previous").read_text() == "A=1\nB=2\n" and pathlib.Path(path + ".unset").read_text() == "B\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     # A failed deploy puts the previous content back; B is no longer unset.
     envfile.apply(*envfile.plan(path, "restored")[:2], gid)
-    assert open(path).read() == "A=1\nB=2\n" and open(path + ".unset").read() == ""
+    assert pathlib.Path(path).read_text() == "A=1\nB=2\n" and pathlib.Path(path + ".unset").read_text() == ""
     assert not os.path.exists(path + ".previous")
 
 
@@ -34,7 +33,7 @@ def test_env_file_settled_forgets_the_previous_content(tmp_path):
     writes, removes, kept, _ = envfile.plan(path, "settled")
     assert writes == [] and removes == [path + ".previous"] and not kept
     envfile.apply(writes, removes, os.getgid())
-    assert open(path).read() == "A=2\n"
+    assert pathlib.Path(path).read_text() == "A=2\n"
 
 
 # --- releases ------------------------------------------------------------------------------------
@@ -88,10 +87,10 @@ def test_a_service_copy_of_a_cached_virtualenv_names_its_own_path(tmp_path):
     dest = str(tmp_path / "svc" / "venvs" / "k1")
     os.makedirs(os.path.dirname(dest))
     assert venvs.install(root, "k1", dest) is True
-    assert open(os.path.join(dest, "bin", "gunicorn")).read().startswith("#!%s/bin/python" % dest)
+    assert pathlib.Path(dest, "bin", "gunicorn").read_text().startswith("#!%s/bin/python" % dest)
     assert os.stat(os.path.join(dest, "bin", "gunicorn")).st_mode & 0o111
-    assert dest in open(os.path.join(dest, "bin", "activate")).read()
-    assert dest in open(os.path.join(dest, "pyvenv.cfg")).read()
+    assert dest in pathlib.Path(dest, "bin", "activate").read_text()
+    assert dest in pathlib.Path(dest, "pyvenv.cfg").read_text()
     assert os.readlink(os.path.join(dest, "bin", "python")) == "/usr/bin/python3"
     module = os.path.join("lib", "site-packages", "pkg", "__init__.py")
     assert os.stat(os.path.join(dest, module)).st_ino == os.stat(os.path.join(cache, module)).st_ino  # shared
