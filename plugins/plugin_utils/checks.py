@@ -214,6 +214,52 @@ class AnyOf(Check):
         return None
 
 
+class Argv(Check):
+    """A command as a list of arguments (never a shell string): the program is a name looked up
+    on the PATH, a path relative to the release or an absolute normalised path; every argument
+    is one line without control characters. Templates quote each argument for the file that
+    carries it (microsvc.deploy.systemd_quote)."""
+
+    PROGRAM = r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}"
+
+    def __init__(self, max_items=64, max_len=1000, max_total=8000):
+        self.max_items, self.max_len, self.max_total = max_items, max_len, max_total
+        self.rule = ("a list of 1 to %d arguments (no shell): the program a name of letters, digits and ._+- "
+                     "(looked up in the virtualenv's bin, then /usr/local/bin, /usr/bin, /bin), a path relative to "
+                     "the release or an absolute path; each argument one line without control characters, at most "
+                     "%d characters, %d in all" % (max_items, max_len, max_total))
+        self._relative = RelPath()
+        self._absolute = AbsPath(max_len=255)
+
+    def __call__(self, value):
+        if not isinstance(value, (list, tuple)):
+            return "must be a list of arguments (%s), got %s" % (self.rule, kind_of(value))
+        if not value:
+            return "must name at least the program; allowed: %s" % self.rule
+        if len(value) > self.max_items:
+            return "has %d arguments; at most %d are allowed" % (len(value), self.max_items)
+        for index, arg in enumerate(value):
+            if not isinstance(arg, str):
+                return "argument %d must be a string, got %s" % (index + 1, kind_of(arg))
+            if has_control(arg):
+                return "argument %d %s contains a control character or line break; allowed: %s" % (
+                    index + 1, show(arg), self.rule)
+            if len(arg) > self.max_len:
+                return "argument %d is %d characters long; at most %d are allowed" % (index + 1, len(arg), self.max_len)
+        if sum(len(arg) for arg in value) > self.max_total:
+            return "is %d characters long in all; at most %d are allowed" % (sum(len(a) for a in value), self.max_total)
+        program = value[0]
+        if program.startswith("/"):
+            if self._absolute(program):
+                return "the program %s" % self._absolute(program)
+        elif "/" in program:
+            if self._relative(program):
+                return "the program %s" % self._relative(program)
+        elif not re.fullmatch(self.PROGRAM, program):
+            return "the program %s is not allowed: must be %s" % (show(program), self.rule)
+        return None
+
+
 def dot_segments(path):
     """The '.'/'..'/empty segments of a path (relative or absolute; a query is ignored), as a
     message, or None."""

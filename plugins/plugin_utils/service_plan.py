@@ -23,12 +23,13 @@ import posixpath
 import re
 import zlib
 
-from ansible_collections.microsvc.deploy.plugins.plugin_utils import uwsgi_options
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import cron, uwsgi_options
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     MODULE_PATTERN,
     NAME_PATTERN,
     AbsPath,
     Anything,
+    Argv,
     Int,
     ListOf,
     MapOf,
@@ -114,7 +115,13 @@ REGEX = Str(r"[^\x00]*", "a regular expression without control characters, at mo
 # reload re-reads them as options), and the names the collection sets itself.
 RESERVED_ENV = ("LD_*", "UWSGI_*", "MICROSVC_*")
 
+# Workers, schedules and release commands: names become systemd unit names and log directories.
+PROC_NAME = Str(NAME_PATTERN, "a lowercase letter then up to 31 of a-z, 0-9, '_' and '-' (it becomes a systemd "
+                "unit name and a directory name)", 32)
+MAX_PROCS = 20
+
 # field (dotted) -> check. Booleans and fields with choices are fully checked by the schema.
+# A field below a list of entries (workers.argv) is checked in every entry.
 # A unit test requires an entry for every other field of the schema.
 FIELD_CHECKS = {
     "name": Str(NAME_PATTERN, "a lowercase letter then up to 31 of a-z, 0-9, '_' and '-' (it becomes a "
@@ -154,7 +161,27 @@ FIELD_CHECKS = {
     "django.manage": RelPath((".py",)),
     "django.static_url": STATIC_URL,
     "uwsgi_options": MapOf(Str(r"[a-z0-9][a-z0-9-]{0,63}", "a uWSGI option name", 64), Anything(), 100),
+    # -- the service's other processes: workers, schedules, release commands ----------------
+    "workers": ListOf(Anything(), MAX_PROCS),
+    "workers.name": PROC_NAME,
+    "workers.argv": Argv(),
+    "workers.count": Int(1, 32),
+    "workers.grace": Int(1, 3600),
+    "workers.start_seconds": Int(1, 120),
+    "schedules": ListOf(Anything(), MAX_PROCS),
+    "schedules.name": PROC_NAME,
+    "schedules.argv": Argv(),
+    "schedules.cron": Str(r"[0-9A-Za-z*/,@ -]{1,200}", cron.RULE, 200, extra=cron.check),
+    "schedules.interval": Int(1, 30 * 86400, " seconds (30 days; use cron for longer periods)"),
+    "schedules.timeout": Int(1, 86400),
+    "schedules.keep_logs": Int(1, 1000),
+    "release_commands": ListOf(Anything(), MAX_PROCS),
+    "release_commands.name": PROC_NAME,
+    "release_commands.argv": Argv(),
+    "release_commands.timeout": Int(1, 86400),
 }
+# The fields above that are lists of named entries.
+PROC_LISTS = ("workers", "schedules", "release_commands")
 
 # Account names a service may never take: the system's, the distributions' service
 # accounts, cloud images' login users, and groups with special powers. A name not in this
@@ -228,6 +255,10 @@ def _unknown_keys(item, spec, prefix=""):
             yield prefix + shown[:64], "unknown field%s; known fields: %s" % (hint, ", ".join(sorted(spec)))
         elif spec[key].get("options") and isinstance(item[key], dict):
             yield from _unknown_keys(item[key], spec[key]["options"], prefix + key + ".")
+        elif spec[key].get("options") and isinstance(item[key], list):
+            for index, entry in enumerate(item[key]):
+                if isinstance(entry, dict):
+                    yield from _unknown_keys(entry, spec[key]["options"], "%s%s[%d]." % (prefix, key, index + 1))
 
 
 def _deep_merge(base, over):
@@ -321,9 +352,13 @@ def read_schema(spec, item, prefix=""):
                 if msg:
                     problems.append((field, "item %d %s" % (index + 1, msg)))
                     break
+                if opt.get("options") and opt["elements"] == "dict":
+                    # A list of entries (workers): each entry is read against the options.
+                    conv, sub = read_schema(opt["options"], conv, "%s[%d]." % (field, index + 1))
+                    problems.extend(sub)
                 items.append(conv)
             converted = items
-        if opt.get("options"):
+        elif opt.get("options"):
             converted, sub = read_schema(opt["options"], converted, field + ".")
             problems.extend(sub)
         if opt.get("choices") and converted not in opt["choices"]:
@@ -367,6 +402,24 @@ def _get(svc, dotted):
             return None
         value = value.get(part)
     return value
+
+
+def _field_values(svc, dotted):
+    """(label, value) of a dotted field; a field below a list of entries yields one per entry
+    (``workers[2].argv``). Missing values are left out."""
+    found = [("", svc)]
+    for part in dotted.split("."):
+        following = []
+        for label, value in found:
+            if isinstance(value, list) and label:
+                value = [(label + "[%d]" % (i + 1), entry) for i, entry in enumerate(value)]
+            else:
+                value = [(label, value)]
+            for sub_label, entry in value:
+                if isinstance(entry, dict) and entry.get(part) is not None:
+                    following.append(((sub_label + "." if sub_label else "") + part, entry[part]))
+        found = following
+    return found
 
 
 class Planner:
@@ -456,31 +509,30 @@ class Planner:
             errors.append("%s: field '%s': %s" % (label, field, msg))
 
         for field, check in FIELD_CHECKS.items():
-            value = _get(svc, field)
-            if value is None:
-                continue
-            if field == "python" and value in self.allowed_pythons:
-                continue
-            if isinstance(check, MapOf) and isinstance(value, dict):
-                # One message per entry, naming it: field 'env.DB_HOST'.
-                if len(value) > check.max_items:
-                    bad(field, "has %d entries; at most %d are allowed" % (len(value), check.max_items))
-                for key, entry in value.items():
-                    msg = check.key(key)
-                    if msg:
-                        bad(field, "name %s" % msg)
-                    elif check.value(entry):
-                        bad("%s.%s" % (field, key), check.value(entry))
-                continue
-            msg = check(value)
-            if msg:
-                bad(field, msg)
+            for where, value in _field_values(svc, field):
+                if field == "python" and value in self.allowed_pythons:
+                    continue
+                if isinstance(check, MapOf) and isinstance(value, dict):
+                    # One message per entry, naming it: field 'env.DB_HOST'.
+                    if len(value) > check.max_items:
+                        bad(where, "has %d entries; at most %d are allowed" % (len(value), check.max_items))
+                    for key, entry in value.items():
+                        msg = check.key(key)
+                        if msg:
+                            bad(where, "name %s" % msg)
+                        elif check.value(entry):
+                            bad("%s.%s" % (where, key), check.value(entry))
+                    continue
+                msg = check(value)
+                if msg:
+                    bad(where, msg)
         if any(("%s: field 'name'" % label) in e for e in errors):
             return
         if reserved_account(svc["name"]):
             bad("name", "%r is a system, service or cloud login account name; a service gets its own new "
                 "account, so pick another name" % svc["name"])
         self._check_env(svc, bad)
+        self._check_procs(svc, bad)
         self._check_uwsgi_options(svc, bad)
         self._check_health(svc, bad)
         if svc["state"] == "present":
@@ -501,6 +553,24 @@ class Planner:
             elif no_uwsgi_magic(str(value)):
                 bad("env.%s" % key, "the value %s; uWSGI reads the environment file and the service would "
                     "see another value" % no_uwsgi_magic(str(value)))
+
+    @staticmethod
+    def _check_procs(svc, bad):
+        """Workers, schedules and release commands: unique names; a schedule has exactly one of
+        cron and interval."""
+        for kind in PROC_LISTS:
+            seen = set()
+            for index, entry in enumerate(svc[kind]):
+                name = entry.get("name")
+                if not isinstance(name, str) or FIELD_CHECKS[kind + ".name"](name):
+                    continue  # reported by the table
+                if name in seen:
+                    bad("%s[%d].name" % (kind, index + 1), "%r is already the name of another entry of %s; names "
+                        "must be unique" % (name, kind))
+                seen.add(name)
+        for index, entry in enumerate(svc["schedules"]):
+            if (entry.get("cron") is None) == (entry.get("interval") is None):
+                bad("schedules[%d]" % (index + 1), "exactly one of 'cron' and 'interval' is required")
 
     @staticmethod
     def _check_uwsgi_options(svc, bad):
@@ -573,6 +643,9 @@ class Planner:
         if svc.get("health") is not None:
             svc["health"]["url_path"] = route + svc["health"]["path"]
         svc["env"] = {str(k): _env_value(v) for k, v in svc["env"].items()}
+        for entry in svc["schedules"]:
+            # The timer's OnCalendar= lines (cron's either-day rule may need two).
+            entry["calendar"] = cron.on_calendar(entry["cron"]) if entry.get("cron") else []
         return svc
 
     # -- whole list ------------------------------------------------------------
