@@ -5,7 +5,8 @@
 Task arguments:
   work:        the probe's work list (release, venv, ini, python version, what is present)
   services:    plan entries of the same services (paths, user, Django settings, environment)
-  migrate:     names of the services whose Django migrations run on this host
+  migrate:     names of the services whose once-per-rollout release commands (Django's migrate
+               among them) run on this host
   env_template: template of the environment file (rendered here; never in the result)
   root, helper, pip (source, index_url, extra_args), timeout, concurrency: see the module
   cache_dir:   controller cache for wheelhouses
@@ -29,9 +30,41 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Rend
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
 
 
+def django_migrate_argv(svc):
+    """The command of Django's migrations (a release command, once per rollout)."""
+    return ["python", svc["django"]["manage"], "migrate", "--noinput"]
+
+
+def django_collectstatic_argv(svc):
+    return ["python", svc["django"]["manage"], "collectstatic", "--noinput"]
+
+
+def release_commands(svc, migrate):
+    """The commands a deploy of ``svc`` runs on this host before the switch, in order: Django's
+    migrate (once per rollout: only where ``migrate`` names the service) and collectstatic (on
+    every host), then the service's own release_commands (those with ``once`` only where
+    ``migrate`` names it). Each: name, argv, timeout, step (the name a failure reports) and
+    label (what the message calls it)."""
+    here = svc["name"] in migrate
+    out = []
+    django = svc.get("django")
+    if django and django.get("migrate") and here:
+        out.append(dict(name="migrate", argv=django_migrate_argv(svc), timeout=3600, step="migrate",
+                        label="manage.py migrate"))
+    if django and django.get("collectstatic"):
+        out.append(dict(name="collectstatic", argv=django_collectstatic_argv(svc), timeout=1800, step="collectstatic",
+                        label="manage.py collectstatic"))
+    for command in svc.get("release_commands") or []:
+        if command["once"] and not here:
+            continue
+        out.append(dict(name=command["name"], argv=list(command["argv"]), timeout=command["timeout"],
+                        step="release command '%s'" % command["name"],
+                        label="release command '%s' (%s)" % (command["name"], " ".join(command["argv"])[:200])))
+    return out
+
+
 def module_service(work, svc, migrate):
     """What the module needs to deploy one service (no secrets)."""
-    django = svc.get("django")
     return dict(
         name=svc["name"], user=svc["user"], group=svc["group"], root=svc["root"], env_file=svc["env_file"],
         release=work["release"], venv=work["venv"], python=work["python"],
@@ -42,9 +75,8 @@ def module_service(work, svc, migrate):
         keep_releases=svc["keep_releases"], first_deploy=bool(work.get("first_deploy")),
         marker={"service": svc["name"], "source": work.get("source"), "revision": work.get("revision")},
         check={"module": svc.get("module") or "", "wsgi_file": svc.get("wsgi_file") or ""},
-        django=None if not django else {
-            "manage": django["manage"], "migrate": bool(django["migrate"]) and svc["name"] in migrate,
-            "collectstatic": bool(django["collectstatic"])},
+        release_commands=[] if work.get("units_only") else release_commands(svc, migrate),
+        units_only=bool(work.get("units_only")),
         archive_member=None if work.get("release_present") else "releases/%s.tar.gz" % svc["name"],
         wheelhouse_member=None,
     )

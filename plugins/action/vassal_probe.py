@@ -15,10 +15,13 @@ Task arguments:
   uwsgi:         {binary, plugin} of uWSGI: the probe asks its Python version itself
   default_python: interpreter for services that name none (the platform's)
   root:          directory holding the services (for services no longer listed)
+  schedules_here: names of the services whose schedules run on this host (one app host per
+                 service: the rule of microsvc.deploy.migration_hosts)
+  unit_templates: templates of the systemd units: worker, timer, tick, run
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
-ini content and the reasons), ``remove`` (absent or unlisted services with leftovers),
-and ``state`` (the host's view of every probed service).
+ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
+leftovers), and ``state`` (the host's view of every probed service).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import re
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import NAME_PATTERN
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
@@ -35,6 +39,31 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import rel
 
 def _sha1(text):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+TEMPLATES = {"worker": "worker.service.j2", "timer": "schedule.timer.j2", "tick": "schedule.service.j2",
+             "run": "schedule-run.service.j2"}
+
+
+def render_units(renderer, svc, schedules_here, templates=None):
+    """The systemd units of a service's workers (on every app host that runs it) and, on the
+    host that runs them, of its schedules: {files: {name: content}, workers: [{name, template,
+    instances, start_seconds}], timers: [names], log_dir}."""
+    templates = dict(TEMPLATES, **(templates or {}))
+    files, workers, timers = {}, [], []
+    for proc in svc.get("workers") or []:
+        template = units.worker_template(svc["name"], proc["name"])
+        files[template] = renderer.render(templates["worker"], extra_vars={
+            "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc})
+        workers.append(dict(name=proc["name"], template=template, start_seconds=proc["start_seconds"],
+                            instances=units.worker_instances(svc["name"], proc["name"], proc["count"])))
+    for proc in (svc.get("schedules") or []) if schedules_here else []:
+        names = units.schedule_units(svc["name"], proc["name"])
+        for kind in ("timer", "tick", "run"):
+            files[names[kind]] = renderer.render(templates[kind], extra_vars={
+                "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc, "__uwsgi_vassal_units": names})
+        timers.append(names["timer"])
+    return dict(files=files, workers=workers, timers=timers, log_dir=svc["log_dir"])
 
 
 class ActionModule(ActionBase):
@@ -48,6 +77,7 @@ class ActionModule(ActionBase):
         vassals_dir = args["vassals_dir"]
         renderer = Renderer(self, task_vars)
         default_python = args.get("default_python") or "/usr/bin/python3"
+        schedules_here = set(args.get("schedules_here") or [])
         wanted = {}
         errors = []
         for svc in services:
@@ -70,6 +100,7 @@ class ActionModule(ActionBase):
                 ini_content=ini,
                 ini_sha1=_sha1(ini),
                 env_sha1=_sha1(env),
+                units=render_units(renderer, svc, svc["name"] in schedules_here, args.get("unit_templates")),
             )
         if errors:
             raise AnsibleActionFail("Cannot deploy; no service was changed.\n- " + "\n- ".join(errors))
@@ -85,6 +116,9 @@ class ActionModule(ActionBase):
                     ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
                     env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
                     stats_socket=s["stats_socket"],
+                    units=dict(files={n: _sha1(c) for n, c in wanted[s["name"]]["units"]["files"].items()},
+                               instances=[i for w in wanted[s["name"]]["units"]["workers"] for i in w["instances"]],
+                               timers=wanted[s["name"]]["units"]["timers"]),
                 )
                 for s in services
             ],
@@ -120,10 +154,15 @@ class ActionModule(ActionBase):
             reasons = list(state["needs"])
             if args.get("force") and not reasons:
                 reasons = ["forced"]
+            # Only the workers' or schedules' units differ: the deploy leaves the release, the
+            # import check and the release commands alone.
+            units_only = not reasons and bool(state.get("unit_needs"))
+            reasons += list(state.get("unit_needs") or [])
             if reasons:
                 entry = dict(wanted[svc["name"]])
                 entry.update(
                     reasons=reasons,
+                    units_only=units_only,
                     previous=state.get("current"),
                     running=state.get("running"),
                     ini_changed=not state.get("ini_match"),

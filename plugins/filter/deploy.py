@@ -54,9 +54,23 @@ def deploy_report(deployed, health=None, settled=None, rehealth=None):
             messages.append(text + " Other services were not touched.")
             continue
         check = (health or {}).get(name)
+        settle = (settled or {}).get(name) or {}
+        if check is not None and check.get("ok") and settle.get("ok", True) is False:
+            # Healthy, but its workers did not start: back to what served before, web and workers.
+            text = "service '%s': deploy of release %s failed at %s: %s." % (
+                name, release, settle.get("step") or "settle", (settle.get("msg") or "").rstrip("."))
+            if settle.get("stopped"):
+                text += " This was the service's first release; it was stopped, never went live and has no route."
+            elif settle.get("recovery_error"):
+                text += " Returning to release %s failed too: %s." % (state.get("previous"), settle["recovery_error"])
+            else:
+                text += " Rolled back to release %s%s, its workers included%s." % (
+                    state.get("previous"), " and its environment" if settle.get("env_restored") else "",
+                    _verdict(name, rehealth))
+            messages.append(text + " Other services were not touched.")
+            continue
         if check is None or check.get("ok"):
             continue
-        settle = (settled or {}).get(name) or {}
         text = "service '%s': deploy of release %s failed at the health check through the gateway " \
                "(health check saw %s)." % (name, release, _seen(check))
         if settle.get("stopped"):
@@ -72,12 +86,14 @@ def deploy_report(deployed, health=None, settled=None, rehealth=None):
 
 
 def never_live(deployed, health=None, settled=None):
-    """Services whose first release failed: they have no vassal, and must have no route."""
+    """Services whose first release failed (its deploy, its health check or its workers): they
+    have no vassal, and must have no route."""
     names = []
     for name, state in (deployed or {}).items():
         if not state.get("first_deploy"):
             continue
-        if not state.get("ok") or ((health or {}).get(name) or {}).get("ok") is False:
+        if not state.get("ok") or ((health or {}).get(name) or {}).get("ok") is False \
+                or ((settled or {}).get(name) or {}).get("stopped"):
             names.append(name)
     return sorted(names)
 
@@ -103,13 +119,16 @@ def switched(deployed):
 def _vassal_fields(svc, vassals_dir):
     return dict(name=svc["name"], root=svc["root"], group=svc["group"], env_file=svc["env_file"],
                 ini_path="%s/%s.ini" % (vassals_dir.rstrip("/"), svc["name"]), stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
-                log_file=svc["log_dir"] + "/uwsgi.log", remove_sockets=[svc["stats_socket"], svc["socket"]])
+                log_file=svc["log_dir"] + "/uwsgi.log", log_dir=svc["log_dir"],
+                remove_sockets=[svc["stats_socket"], svc["socket"]])
 
 
-def settle_plan(deployed, health, services, vassals_dir="/etc/uwsgi/vassals"):
-    """What vassal_settle does with each switched service: settle it when healthy, roll it back
-    (to what served before) when not."""
+def settle_plan(deployed, health, services, vassals_dir="/etc/uwsgi/vassals", work=None):
+    """What vassal_settle does with each switched service: settle it when healthy (its workers
+    and schedules made what the probe rendered, ``units`` of its entry in ``work``), roll it
+    back (to what served before) when not."""
     by_name = {svc["name"]: svc for svc in services or []}
+    units = {entry["name"]: entry.get("units") for entry in work or []}
     out = []
     for name in switched(deployed):
         state = deployed[name]
@@ -117,6 +136,8 @@ def settle_plan(deployed, health, services, vassals_dir="/etc/uwsgi/vassals"):
         item = _vassal_fields(by_name[name], vassals_dir)
         item.update(outcome="healthy" if healthy else "unhealthy", previous=state.get("previous"),
                     switched=state.get("switched"), env_changed=state.get("env_changed"))
+        if healthy and units.get(name) is not None:
+            item["units"] = units[name]
         out.append(item)
     return out
 

@@ -46,6 +46,27 @@ def uwsgi_value(value):
     return text
 
 
+def systemd_quote(value):
+    """One argument of a systemd ExecStart= line: in double quotes, with backslashes and quotes
+    escaped, '%' doubled (systemd's specifiers) and '$' doubled (its variable expansion), so the
+    program gets exactly the text. Control characters are refused (a line break would end the
+    setting)."""
+    text = str(value)
+    if _control(text):
+        raise AnsibleFilterError("systemd_quote: refused a value with a control character or line break")
+    return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$"))
+
+
+def systemd_value(value):
+    """A value of a systemd unit setting that is not a command line (Description=): one line,
+    '%' doubled so no specifier is expanded."""
+    text = str(value)
+    if _control(text):
+        raise AnsibleFilterError("systemd_value: refused a value with a control character or line break")
+    return text.replace("%", "%%")
+
+
 class FilterModule:
     def filters(self):
-        return {"nginx_quote": nginx_quote, "uwsgi_value": uwsgi_value}
+        return {"nginx_quote": nginx_quote, "uwsgi_value": uwsgi_value, "systemd_quote": systemd_quote,
+                "systemd_value": systemd_value}

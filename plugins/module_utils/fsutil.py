@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pwd
+import stat
 import time
 
 
@@ -99,11 +100,19 @@ def touch(path):
 
 
 def tail(path, lines=30):
-    """The last lines of a (log) file, or an empty string."""
+    """The last lines of a (log) file, or an empty string. Logs are written by the services'
+    users: a symlink or anything but a regular file is never read (its content would reach the
+    play's output)."""
     if not path:
         return ""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return ""
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             data = handle.read().decode("utf-8", "replace")

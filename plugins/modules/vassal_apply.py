@@ -37,8 +37,9 @@ options:
   state:
     description:
       - C(present) starts or reloads the vassal as described above.
-      - C(absent) removes the ini (the emperor stops the vassal), waits until its stats socket no
-        longer answers, and removes the sockets listed in I(remove_sockets).
+      - C(absent) first stops the service's workers and schedules and removes their systemd units (the files
+        in I(units_dir) that name the service), then removes the ini (the emperor stops the vassal), waits
+        until its stats socket no longer answers, and removes the sockets listed in I(remove_sockets).
     type: str
     choices: [present, absent]
     default: present
@@ -69,6 +70,10 @@ options:
     description: Seconds to wait for the workers.
     type: int
     default: 90
+  units_dir:
+    description: Where the service's systemd units are (C(state=absent)).
+    type: path
+    default: /etc/systemd/system
 author:
   - microsvc maintainers
 """
@@ -90,12 +95,16 @@ master_pid:
   description: The vassal's master pid after.
   returned: always
   type: int
+removed_units:
+  description: The systemd unit files of the service's workers and schedules that were removed (C(state=absent)).
+  returned: when state is absent
+  type: list
 """
 
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import units, vassal
 
 
 def main():
@@ -112,6 +121,7 @@ def main():
             config_changed=dict(type="bool", default=False),
             log_file=dict(type="path"),
             timeout=dict(type="int", default=90),
+            units_dir=dict(type="path", default=units.UNITS_DIR),
         ),
         required_if=[("state", "present", ("reload_file",))],
         supports_check_mode=True,
@@ -119,11 +129,13 @@ def main():
     p = module.params
     try:
         if p["state"] == "absent":
+            removed_units = units.remove_all(p["name"], p["units_dir"], check_mode=module.check_mode)
             if module.check_mode:
                 changed = any(os.path.lexists(path) for path in [p["ini_path"]] + p["remove_sockets"])
             else:
                 changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"], p["name"])
-            module.exit_json(changed=changed, action="stop" if changed else "none")
+            module.exit_json(changed=changed or bool(removed_units), action="stop" if changed else "none",
+                             removed_units=removed_units)
         action, live, old, master = vassal.decide(p["ini_path"], p["ini_content"], p["stats_socket"],
                                                   p["code_changed"], p["config_changed"])
         result = dict(changed=action != "none", action=action, old_workers=old, new_workers=old, master_pid=master)
@@ -138,6 +150,8 @@ def main():
                                                                   p["log_file"], p["name"])
     except vassal.VassalError as exc:
         module.fail_json(msg=str(exc), stats=exc.stats, log_tail=exc.log_tail)
+    except units.UnitsError as exc:
+        module.fail_json(msg="service '%s': %s" % (p["name"], exc))
     module.exit_json(**result)
 
 

@@ -13,10 +13,10 @@ description:
     account and directory layout; release unpacked (from the bundle the action plugin copied);
     virtualenv (built once per interpreter and requirements, by an unprivileged build user, then
     copied to the service); environment file written (the previous one kept); the application
-    imported from the new release as the service's user; Django's migrate (where this host runs
-    it) and collectstatic; then C(current) switched and the vassal started or reloaded, and the
-    call waits for its new workers.
-  - The slow independent parts (virtualenv builds, imports, Django steps, reload waits) run
+    imported from the new release as the service's user; the release commands (Django's migrate,
+    where this host runs it, and collectstatic among them), in order, as the service's user; then
+    C(current) switched and the vassal started or reloaded, and the call waits for its new workers.
+  - The slow independent parts (virtualenv builds, imports, release commands, reload waits) run
     concurrently, bounded by I(concurrency) (default the host's CPU count).
   - A service whose step fails is returned to its previous state alone (its environment file put
     back; after a switch, its previous release and environment reloaded) and reported in
@@ -175,12 +175,12 @@ class Deploy:
         if exc is not None:
             self.fail(name, getattr(exc, "step", step), exc)
 
-    def run_as_service(self, svc, args, timeout=600):
-        argv = [self.helper, "--root", self.root, "--release", svc["release"], svc["name"]] + args
+    def run_as_service(self, svc, args, timeout=600, step="check"):
+        argv = [self.helper, "--root", self.root, "--release", svc["release"], svc["name"], "--"] + args
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise StepError("check", "%s did not finish within %ds" % (" ".join(args[:3]), timeout)) from None
+            raise StepError(step, "%s did not finish within %ds" % (" ".join(args[:3]), timeout)) from None
         return proc
 
     # -- the steps -----------------------------------------------------------------------------
@@ -245,17 +245,14 @@ class Deploy:
         if proc.returncode != 0:
             raise StepError("check", "the new release does not import: %s" % (proc.stderr or proc.stdout)[-1500:])
 
-    def step_django(self, svc):
-        django = svc.get("django") or {}
-        if django.get("migrate"):
-            proc = self.run_as_service(svc, ["python", django["manage"], "migrate", "--noinput"], timeout=3600)
+    def step_release_commands(self, svc):
+        """The service's release commands, in order, in the new release as the service's user;
+        the first that fails stops the deploy of this service, naming the command."""
+        for command in svc.get("release_commands") or []:
+            proc = self.run_as_service(svc, list(command["argv"]), timeout=command["timeout"], step=command["step"])
             if proc.returncode != 0:
-                raise StepError("migrate", "manage.py migrate failed: %s" % (proc.stderr or proc.stdout)[-1500:])
-        if django.get("collectstatic"):
-            proc = self.run_as_service(svc, ["python", django["manage"], "collectstatic", "--noinput"], timeout=1800)
-            if proc.returncode != 0:
-                raise StepError("collectstatic",
-                                "manage.py collectstatic failed: %s" % (proc.stderr or proc.stdout)[-1500:])
+                raise StepError(command["step"], "%s failed (exit status %d): %s" % (
+                    command["label"], proc.returncode, (proc.stderr or proc.stdout)[-1500:]))
 
     def step_switch(self, svc):
         name, state = svc["name"], self.state[svc["name"]]
@@ -307,8 +304,11 @@ class Deploy:
             self.step_venvs([s for s in self.live() if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]),
                                                                           s["python_version"])])
             self.each("environment", self.step_env, self.live(), parallel=False)
-            self.each("check", self.step_check, self.live(), parallel=True)
-            self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
+            # A service whose workers' or schedules' units alone differ keeps its release: nothing
+            # to import or to run before a switch (vassal_settle makes the units what they should be).
+            self.each("check", self.step_check, [s for s in self.live() if not s.get("units_only")], parallel=True)
+            self.each("release commands", self.step_release_commands,
+                      [s for s in self.live() if s.get("release_commands")], parallel=True)
             self.each("switch", self.step_switch, self.live(), parallel=True)
             for name, state in self.state.items():
                 if not state["ok"]:

@@ -12,8 +12,10 @@ description:
   - For each service given, reports whether its user, release, virtualenv, current release,
     vassal ini and environment file already match what is wanted, and lists the reasons a deploy is
     needed. Changes nothing.
-  - Also reports the vassal ini files written by this collection for services that are no longer
-    listed, and what is left on the host of services marked absent.
+  - Also compares each service's systemd units (workers and schedules) with the host's, and whether
+    their processes and timers run.
+  - Also reports the vassal ini files and units written by this collection for services that are no
+    longer listed, and what is left on the host of services marked absent.
   - The action plugin of the same name computes the wanted state on the controller (release ids,
     rendered ini, checksums) and calls this module; a no-change run therefore costs one remote call
     whatever the number of services.
@@ -22,7 +24,8 @@ options:
   services:
     description:
       - Services to compare, each with C(name), C(root), C(user), C(release), C(venv), C(python),
-        C(ini_path), C(ini_sha1), C(env_file), C(env_sha1), C(stats_socket).
+        C(ini_path), C(ini_sha1), C(env_file), C(env_sha1), C(stats_socket), and C(units), its systemd units
+        (C(files), name to SHA-1; C(instances), the worker processes; C(timers), the schedules' timers).
     type: list
     elements: dict
     default: []
@@ -50,17 +53,23 @@ options:
     description: Line that identifies a vassal ini written by this collection.
     type: str
     default: "; microsvc-service:"
+  units_dir:
+    description: Where the services' systemd units are (their files carry a C(# microsvc-service:) line).
+    type: path
+    default: /etc/systemd/system
 author:
   - microsvc maintainers
 """
 
 RETURN = r"""
 services:
-  description: Per service name, its state on the host and C(needs), the reasons to deploy.
+  description:
+    - Per service name, its state on the host, C(needs), the reasons to deploy its web process, and
+      C(unit_needs), the reasons to change its workers' and schedules' units.
   returned: always
   type: dict
 unlisted:
-  description: Names of services whose vassal ini is on the host but which are no longer listed.
+  description: Names of services whose vassal ini or units are on the host but which are no longer listed.
   returned: always
   type: list
 plugin_python:
@@ -81,6 +90,7 @@ import pwd
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary
 
 
@@ -167,6 +177,16 @@ def read_json(path):
         return None
 
 
+def probe_units(svc, owned, loaded, units_dir):
+    """The reasons a service's systemd units differ from what it should have."""
+    mine = owned.get(svc["name"], {})
+    present = {name: sha1_of(os.path.join(units_dir, name)) for name in mine}
+    spec = svc.get("units") or {}
+    enabled = units.enabled_of(units_dir, svc["name"])
+    mine_loaded = {u: s for u, s in loaded.items() if u.startswith(units.prefix(svc["name"]))}
+    return units.needs(svc["name"], spec, present, mine_loaded, enabled)
+
+
 def probe_service(svc):
     root = svc["root"]
     release = svc["release"]
@@ -224,11 +244,20 @@ def main():
             vassals_dir=dict(type="path", required=True),
             marker=dict(type="str", default="; microsvc-service:"),
             uwsgi=dict(type="dict", default={}),
+            units_dir=dict(type="path", default=units.UNITS_DIR),
         ),
         supports_check_mode=True,
     )
     p = module.params
     services = {svc["name"]: probe_service(svc) for svc in p["services"]}
+    owned = units.owned(p["units_dir"])
+    wants_units = any((svc.get("units") or {}).get("files") for svc in p["services"])
+    try:
+        loaded = units.Systemd().loaded("microsvc-*") if (owned or wants_units) else {}
+    except units.UnitsError as exc:
+        module.fail_json(msg="cannot read the state of the services' systemd units: %s" % exc)
+    for svc in p["services"]:
+        services[svc["name"]]["unit_needs"] = probe_units(svc, owned, loaded, p["units_dir"])
 
     unlisted = []
     if os.path.isdir(p["vassals_dir"]):
@@ -247,10 +276,11 @@ def main():
                     if name and name not in p["listed"]:
                         unlisted.append(name)
                     break
+    unlisted += sorted(name for name in owned if name not in p["listed"] and name not in unlisted)
 
     leftovers = []
     for svc in p["absent"]:
-        left = os.path.exists(svc["ini_path"]) or os.path.lexists(svc["socket"])
+        left = os.path.exists(svc["ini_path"]) or os.path.lexists(svc["socket"]) or svc["name"] in owned
         if svc.get("purge"):
             left = left or os.path.lexists(svc["root"]) or user_exists(svc["user"]) or group_exists(svc["user"])
         if left:

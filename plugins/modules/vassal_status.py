@@ -12,6 +12,9 @@ description:
   - For each service given, reads the C(current) release, the vassal's stats socket (master pid,
     workers and whether they accept requests) and C(/proc) (resident memory of the master and its
     workers, uptime of the master). Changes nothing.
+  - For a service with workers or schedules (systemd units naming it in I(units_dir)), also each worker
+    process (state, pid, uptime, automatic restarts) and each schedule (start and result of the last run,
+    next run), from systemd.
 version_added: 0.1.0
 options:
   services:
@@ -19,6 +22,10 @@ options:
     type: list
     elements: dict
     required: true
+  units_dir:
+    description: Where the services' systemd units are.
+    type: path
+    default: /etc/systemd/system
 author:
   - microsvc maintainers
 """
@@ -26,15 +33,22 @@ author:
 RETURN = r"""
 services:
   description: Per service name, C(release), C(running), C(master_pid), C(workers), C(accepting),
-    C(requests), C(rss_kb) and C(uptime_s).
+    C(requests), C(rss_kb), C(uptime_s), and C(processes) (its worker processes, each C(worker), C(instance),
+    C(state), C(pid), C(uptime_s), C(restarts)) and C(schedules) (each C(schedule), C(last_run), C(result),
+    C(next_run); times in unix seconds).
   returned: always
   type: dict
+now:
+  description: The host's time (unix seconds) when it was read.
+  returned: always
+  type: int
 """
 
 import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats
 
 
@@ -64,16 +78,26 @@ def uptime_s(pid):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(services=dict(type="list", elements="dict", required=True)),
+        argument_spec=dict(services=dict(type="list", elements="dict", required=True),
+                           units_dir=dict(type="path", default=units.UNITS_DIR)),
         supports_check_mode=True,
     )
     out = {}
+    owned = units.owned(module.params["units_dir"])
+    now = time.time()
     for svc in module.params["services"]:
         link = os.path.join(svc["root"], "current")
         release = os.path.basename(os.readlink(link)) if os.path.islink(link) else None
         stats = read_stats(svc["stats_socket"])
         entry = dict(release=release, running=stats is not None, master_pid=None, workers=0, accepting=0,
-                     requests=0, rss_kb=0, uptime_s=None)
+                     requests=0, rss_kb=0, uptime_s=None, processes=[], schedules=[])
+        if svc["name"] in owned:
+            try:
+                procs = units.status(svc["name"], module.params["units_dir"], now=now,
+                                     log_dir=os.path.join(svc["root"], "shared", "log"))
+            except units.UnitsError as exc:
+                module.fail_json(msg="service '%s': %s" % (svc["name"], exc))
+            entry.update(processes=procs["workers"], schedules=procs["schedules"])
         if stats:
             workers = stats.get("workers", [])
             master = stats.get("pid")
@@ -86,7 +110,7 @@ def main():
                 uptime_s=uptime_s(master) if master else None,
             )
         out[svc["name"]] = entry
-    module.exit_json(changed=False, services=out)
+    module.exit_json(changed=False, services=out, now=int(now))
 
 
 if __name__ == "__main__":

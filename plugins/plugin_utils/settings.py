@@ -189,6 +189,8 @@ SETTINGS = {
     "uwsgi_vassal_migrate_host": AnyOf(EMPTY, INVENTORY_HOST),
     "uwsgi_vassal_rollback_service": Str(NAME_PATTERN, "a service name", 32),
     "uwsgi_vassal_platform": PLATFORM,
+    "uwsgi_vassal_hardening": Bool(),
+    "uwsgi_vassal_read_write_paths": ListOf(AbsPath(200, not_system=True, min_depth=2), 50),
     "uwsgi_vassal_rollback_release": AnyOf(EMPTY, Str(r"[0-9a-f]{12}", "a release id (12 hex digits)", 12)),
 }
 
