@@ -12,6 +12,7 @@ import re
 import crossplane
 import pytest
 import yaml
+from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import service_plan
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import settings as global_settings
 from hypothesis import HealthCheck, given, settings
@@ -40,7 +41,8 @@ def render(templar, template, variables):
 
     with open(os.path.join(ROOT, template), encoding="utf-8") as handle:
         text = handle.read()
-    engine = templar.copy_with_new_env(available_variables=variables)
+    engine = templar.copy_with_new_env(available_variables=variables,
+                                       searchpath=[os.path.join(ROOT, os.path.dirname(template))])
     return engine.template(trust_as_template(text), escape_backslashes=False,
                            overrides=dict(trim_blocks=True, lstrip_blocks=False))
 
@@ -85,6 +87,14 @@ def service_entries(draw, index):
                                          max_size=3),
         "processes": st.integers(-2, 300),
         "read_timeout": st.integers(-1, 100000),
+        "workers": st.lists(st.fixed_dictionaries(
+            {"name": hostile("w"), "argv": st.lists(hostile("arg"), min_size=1, max_size=3),
+             "count": st.integers(0, 3)}), max_size=2),
+        "schedules": st.lists(st.one_of(
+            st.fixed_dictionaries({"name": hostile("s"), "argv": st.lists(hostile("arg"), min_size=1, max_size=3),
+                                   "cron": hostile("*/5 * * * *")}),
+            st.fixed_dictionaries({"name": hostile("t"), "argv": st.lists(hostile("arg"), min_size=1, max_size=3),
+                                   "interval": st.integers(-1, 100)})), max_size=2),
     }
     for field, strategy in optional.items():
         if draw(st.booleans()):
@@ -177,6 +187,85 @@ def check_nginx(config, plan):
     assert len(list(walk(config, "alias"))) == sum(1 for s in present if s["django"] and s["django"]["collectstatic"])
 
 
+HELPER = "/usr/local/sbin/microsvc-run"
+UNIT_KEYS = {
+    "worker": {"Description", "Wants", "After", "StartLimitIntervalSec", "Type", "ExecStart", "KillMode", "KillSignal",
+               "TimeoutStopSec", "Restart", "RestartSec", "SyslogIdentifier", "WantedBy"},
+    "timer": {"Description", "OnActiveSec", "OnUnitActiveSec", "OnCalendar", "AccuracySec", "Unit", "WantedBy"},
+    "tick": {"Description", "Type", "ExecStart"},
+    "run": {"Description", "Type", "ExecStart", "RuntimeMaxSec", "KillMode", "TimeoutStopSec"},
+}
+HARDENING = {"NoNewPrivileges", "CapabilityBoundingSet", "ProtectSystem", "ReadWritePaths", "ProtectHome", "PrivateTmp",
+             "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+             "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RestrictSUIDSGID", "RestrictRealtime",
+             "RestrictNamespaces", "LockPersonality", "SystemCallArchitectures", "RestrictAddressFamilies"}
+
+
+def exec_words(value):
+    """ExecStart= split as systemd splits it: every argument the templates write is in double
+    quotes with C escapes; %% and $$ stand for % and $ (no other specifier or variable may be
+    left)."""
+    words, i = [], 0
+    while i < len(value):
+        if value[i] == " ":
+            i += 1
+            continue
+        if value[i] == '"':
+            i += 1
+            word = ""
+            while value[i] != '"':
+                if value[i] == "\\":
+                    i += 1
+                    assert value[i] in '\\"', value  # only the escapes systemd_quote writes
+                word += value[i]
+                i += 1
+            i += 1
+        else:
+            end = value.find(" ", i)
+            end = len(value) if end < 0 else end
+            word, i = value[i:end], end
+            assert "$" not in word and "\\" not in word and '"' not in word, word
+        assert "%" not in word.replace("%%", "").replace("%i", ""), word  # a specifier systemd would expand
+        assert "$" not in word.replace("$$", ""), word  # a variable systemd would expand
+        words.append(word.replace("%%", "%").replace("$$", "$"))
+    return words
+
+
+def parse_unit(text):
+    """[(section, key, value)] of a systemd unit file (comments aside); every line belongs to one."""
+    entries, section = [], None
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and section in ("[Unit]", "[Service]", "[Timer]", "[Install]"), raw
+        entries.append((section, key, value))
+    return entries
+
+
+def check_unit(text, kind, svc, proc, root):
+    entries = parse_unit(text)
+    keys = [k for _s, k, _v in entries]
+    assert set(keys) <= UNIT_KEYS[kind] | HARDENING, set(keys) - UNIT_KEYS[kind] - HARDENING
+    singles = [k for k in keys if k != "OnCalendar"]
+    assert len(singles) == len(set(singles)), keys
+    assert text.count("\n# microsvc-service: %s\n" % svc["name"]) == 1
+    values = {k: v for _s, k, v in entries}
+    if kind in ("worker", "run"):
+        words = exec_words(values["ExecStart"])
+        assert words[0] == HELPER and words[words.index("--") + 1:] == proc["argv"], words
+        assert words[words.index("--") - 1] == svc["name"] and "--root" in words and words[words.index("--root") + 1] == root
+    if kind == "tick":
+        words = exec_words(values["ExecStart"])
+        assert words[0] == HELPER and words[-1] == svc["name"] and "--" not in words
+    if kind == "timer":
+        assert ("OnCalendar" in values) == bool(proc["cron"])
+
+
 def parse_ini(text):
     """(key, value) of the [uwsgi] section, as uWSGI reads them (comments and blank lines aside)."""
     pairs, section = [], None
@@ -236,6 +325,7 @@ def check_inputs(templar, tmp, services, knobs):
         __nginx_gateway_log_format="microsvc", nginx_gateway_metrics_enabled=False,
         __nginx_gateway_tls_dir="/etc/nginx/microsvc-tls", __uwsgi_vassal_tcp=False,
         __uwsgi_vassal_socket_group="www-data", uwsgi_vassal_log_requests=False, uwsgi_vassal_bind_address="",
+        __uwsgi_vassal_helper=HELPER, uwsgi_vassal_hardening=True, uwsgi_vassal_read_write_paths=[plan["root"]],
     )
     files = {"nginx.conf": render(templar, "roles/nginx_gateway/templates/nginx.conf.j2", variables),
              "microsvc/gateway.conf": render(templar, "roles/nginx_gateway/templates/gateway.conf.j2", variables),
@@ -254,6 +344,17 @@ def check_inputs(templar, tmp, services, knobs):
                      if line]
         expected = 5 + len(svc["env"]) + (1 if svc["django"] and svc["django"]["settings"] else 0)
         assert len(env_lines) == expected and all("=" in line for line in env_lines)
+        for proc in svc["workers"]:
+            own = dict(variables, __uwsgi_vassal_svc=svc, __uwsgi_vassal_proc=proc)
+            check_unit(render(templar, "roles/uwsgi_vassal/templates/worker.service.j2", own), "worker", svc, proc,
+                       plan["root"])
+        for proc in svc["schedules"]:
+            own = dict(variables, __uwsgi_vassal_svc=svc, __uwsgi_vassal_proc=proc,
+                       __uwsgi_vassal_units=units.schedule_units(svc["name"], proc["name"]))
+            for kind, template in (("timer", "schedule.timer.j2"), ("tick", "schedule.service.j2"),
+                                   ("run", "schedule-run.service.j2")):
+                check_unit(render(templar, "roles/uwsgi_vassal/templates/" + template, own), kind, svc, proc,
+                           plan["root"])
     return "accepted"
 
 
@@ -280,7 +381,10 @@ BENIGN_KNOBS = {"microsvc_root": "/opt/www", "microsvc_route_prefix": "/api/",
 
 def test_a_benign_entry_renders_and_a_hostile_one_is_refused(templar, tmp_path):
     benign = {"name": "svc0", "source": "code", "module": "pkg.wsgi", "django": {"settings": "pkg.settings"},
-              "env": {"KEY": "value"}, "uwsgi_options": {"add-header": "X-A: b", "listen": 100}}
+              "env": {"KEY": "value"}, "uwsgi_options": {"add-header": "X-A: b", "listen": 100},
+              "workers": [{"name": "w", "argv": ["rq", "worker", "--format=%(message)s", "$HOME", ";", 'a"b\\c']}],
+              "schedules": [{"name": "s", "argv": ["python", "-m", "x"], "cron": "30 2 1 * mon"},
+                            {"name": "t", "argv": ["x"], "interval": 5}]}
     assert check_inputs(templar, str(tmp_path), [benign], BENIGN_KNOBS) == "accepted"
     hostile_prefix = dict(BENIGN_KNOBS, microsvc_route_prefix="/api/;\nlocation /x { alias /etc/; }\n")
     assert check_inputs(templar, str(tmp_path), [benign], hostile_prefix) == "refused"
