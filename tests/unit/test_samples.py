@@ -587,3 +587,136 @@ def test_service1_collectstatic_needs_static_root_from_env(tmp_path):
     )
     assert proc.returncode != 0
     assert "STATIC_ROOT" in proc.stderr
+
+
+# --- jobs: a web process that enqueues into Redis, an RQ worker, schedules, a release command ---
+# The web process reaches RQ through two functions (queue, fetch) that the tests replace with
+# fakes; RQ itself is exercised by the lifecycle scenario, with Redis and real workers.
+
+
+class FakeJob:
+    def __init__(self, job_id, status="queued", value=None):
+        self.id, self._status, self._value = job_id, status, value
+
+    def get_status(self):
+        return types.SimpleNamespace(value=self._status)
+
+    def return_value(self):
+        return self._value
+
+
+class FakeQueue:
+    def __init__(self):
+        self.enqueued = []
+
+    def enqueue(self, func, *args):
+        self.enqueued.append((func, args))
+        return FakeJob("job-%d" % len(self.enqueued))
+
+
+@pytest.fixture()
+def jobs_web(monkeypatch, tmp_path):
+    module = import_release_module(SAMPLES / "jobs", "jobsvc.web")
+    queue = FakeQueue()
+    jobs = {"done-1": FakeJob("done-1", "finished", {"result": "HELLO", "release": "r1"}),
+            "wait-1": FakeJob("wait-1", "started")}
+    monkeypatch.setattr(module, "queue", lambda: queue)
+    monkeypatch.setattr(module, "fetch", jobs.get)
+    release = tmp_path / "3f2a9c1e77aa"
+    release.mkdir()
+    monkeypatch.chdir(release)  # as under uWSGI: every worker runs in its release
+    return module.application, queue
+
+
+def test_jobs_layout_matches_its_entry():
+    for path in ("requirements.txt", "jobsvc/__init__.py", "jobsvc/web.py", "jobsvc/tasks.py", "jobsvc/worker.py",
+                 "jobsvc/tick.py", "jobsvc/release.py"):
+        assert (SAMPLES / "jobs" / path).is_file(), path
+    requirements = (SAMPLES / "jobs" / "requirements.txt").read_text().split()
+    assert "rq==2.6.1" in requirements and "redis==6.4.0" in requirements
+
+
+def test_jobs_index_names_version_and_release(jobs_web):
+    app, _ = jobs_web
+    response = call(app, "jobs", "/")
+    assert response.status == 200 and response.headers["content-type"] == "application/json"
+    data = response.json()
+    assert data["service"] == "jobs" and data["version"] == "1" and data["release"] == "3f2a9c1e77aa"
+    assert call(app, "jobs", "/health").json() == {"status": "ok", "service": "jobs"}
+    assert call(app, "jobs", "/", method="HEAD").body == b""
+
+
+def test_jobs_post_enqueues_the_task(jobs_web):
+    app, queue = jobs_web
+    response = call(app, "jobs", "/jobs", method="POST", query="word=abc&seconds=1.5")
+    assert response.status == 202 and response.json() == {"id": "job-1"}
+    assert queue.enqueued == [("jobsvc.tasks.process", ("abc", 1.5))]
+
+
+@pytest.mark.parametrize("query", ["word=a%20b", "word=" + "x" * 65, "seconds=-1", "seconds=100", "seconds=1e3"])
+def test_jobs_post_refuses_bad_input(jobs_web, query):
+    app, queue = jobs_web
+    assert call(app, "jobs", "/jobs", method="POST", query=query).status == 400
+    assert queue.enqueued == []
+
+
+def test_jobs_result_is_read_back(jobs_web):
+    app, _ = jobs_web
+    assert call(app, "jobs", "/jobs/done-1").json() == {
+        "id": "done-1", "status": "finished", "result": {"result": "HELLO", "release": "r1"}}
+    assert call(app, "jobs", "/jobs/wait-1").json() == {"id": "wait-1", "status": "started", "result": None}
+    assert call(app, "jobs", "/jobs/nope").status == 404
+    assert call(app, "jobs", "/jobs/bad_id!").status == 404
+
+
+@pytest.mark.parametrize("method, path, allow", [("GET", "/jobs", "POST"), ("POST", "/jobs/done-1", "GET, HEAD")])
+def test_jobs_method_not_allowed(jobs_web, method, path, allow):
+    app, _ = jobs_web
+    response = call(app, "jobs", path, method=method)
+    assert response.status == 405 and response.headers["allow"] == allow
+
+
+def test_jobs_task_names_the_release_that_ran_it(monkeypatch, tmp_path):
+    tasks = import_release_module(SAMPLES / "jobs", "jobsvc.tasks")
+    slept = []
+    monkeypatch.setattr(tasks, "time", types.SimpleNamespace(sleep=slept.append))
+    (tmp_path / "b0ccdb73c0fe").mkdir()
+    monkeypatch.chdir(tmp_path / "b0ccdb73c0fe")
+    result = tasks.process("hello", 999)
+    assert result["result"] == "HELLO" and result["word"] == "hello"
+    assert result["release"] == "b0ccdb73c0fe" and result["version"] == "1" and result["pid"] == os.getpid()
+    assert slept == [60.0]
+
+
+def test_jobs_tick_writes_a_start_and_an_end_line(monkeypatch, tmp_path):
+    tick = import_release_module(SAMPLES / "jobs", "jobsvc.tick")
+    monkeypatch.setattr(tick, "time", types.SimpleNamespace(sleep=lambda s: None))
+    monkeypatch.setenv("MICROSVC_DATA_DIR", str(tmp_path))
+    assert tick.main(["slow", "5"]) == 0
+    lines = (tmp_path / "ticks-slow.log").read_text().splitlines()
+    assert [line.split()[1:3] for line in lines] == [["slow", "start"], ["slow", "end"]]
+    assert all("version=1" in line and "pid=%d" % os.getpid() in line for line in lines)
+
+
+def test_jobs_release_command_records_its_release(monkeypatch, tmp_path):
+    release = import_release_module(SAMPLES / "jobs", "jobsvc.release")
+    monkeypatch.setenv("MICROSVC_DATA_DIR", str(tmp_path))
+    (tmp_path / "r9").mkdir()
+    monkeypatch.chdir(tmp_path / "r9")
+    assert release.main() == 0
+    assert (tmp_path / "release-commands.log").read_text().startswith("release=r9 version=1 host=")
+
+
+def test_jobs_worker_class_says_which_release_starts(monkeypatch):
+    started = []
+
+    class Worker:
+        log = types.SimpleNamespace(info=lambda fmt, args: started.append(fmt % args))
+
+        def work(self, *args, **kwargs):
+            return "worked"
+
+    monkeypatch.setitem(sys.modules, "rq", types.SimpleNamespace(Worker=Worker))
+    worker = import_release_module(SAMPLES / "jobs", "jobsvc.worker")
+    assert worker.Worker().work() == "worked"
+    assert started and "version 1" in started[0]

@@ -1,0 +1,11 @@
+"""The jobs the worker runs (imported by RQ's work horse, from the worker's release)."""
+
+import time
+
+from jobsvc import identity
+
+
+def process(word, seconds=0):
+    """Upper-case a word, after sleeping ``seconds`` (at most 60), and say who did it."""
+    time.sleep(min(max(float(seconds), 0.0), 60.0))
+    return dict(identity(), word=word, result=word.upper())
