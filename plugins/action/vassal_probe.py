@@ -15,8 +15,8 @@ Task arguments:
   uwsgi:         {binary, plugin} of uWSGI: the probe asks its Python version itself
   default_python: interpreter for services that name none (the platform's)
   root:          directory holding the services (for services no longer listed)
-  schedules_here: names of the services whose schedules run on this host (one app host per
-                 service: the rule of microsvc.deploy.migration_hosts)
+  once_here:     names of the services whose schedules and once-only workers run on this host
+                 (one app host per service: the rule of microsvc.deploy.migration_hosts)
   unit_templates: templates of the systemd units: worker, timer, tick, run
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
@@ -45,19 +45,22 @@ TEMPLATES = {"worker": "worker.service.j2", "timer": "schedule.timer.j2", "tick"
              "run": "schedule-run.service.j2"}
 
 
-def render_units(renderer, svc, schedules_here, templates=None):
-    """The systemd units of a service's workers (on every app host that runs it) and, on the
-    host that runs them, of its schedules: {files: {name: content}, workers: [{name, template,
-    instances, start_seconds}], timers: [names], log_dir}."""
+def render_units(renderer, svc, once_here, templates=None):
+    """The systemd units of a service's workers (on every app host that runs it; a worker with
+    ``once`` only on the one host that runs the schedules) and, on that host, of its schedules:
+    {files: {name: content}, workers: [{name, template, instances, start_seconds}], timers:
+    [names], log_dir}."""
     templates = dict(TEMPLATES, **(templates or {}))
     files, workers, timers = {}, [], []
     for proc in svc.get("workers") or []:
+        if proc.get("once") and not once_here:
+            continue
         template = units.worker_template(svc["name"], proc["name"])
         files[template] = renderer.render(templates["worker"], extra_vars={
             "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc})
         workers.append(dict(name=proc["name"], template=template, start_seconds=proc["start_seconds"],
                             instances=units.worker_instances(svc["name"], proc["name"], proc["count"])))
-    for proc in (svc.get("schedules") or []) if schedules_here else []:
+    for proc in (svc.get("schedules") or []) if once_here else []:
         names = units.schedule_units(svc["name"], proc["name"])
         for kind in ("timer", "tick", "run"):
             files[names[kind]] = renderer.render(templates[kind], extra_vars={
@@ -77,7 +80,7 @@ class ActionModule(ActionBase):
         vassals_dir = args["vassals_dir"]
         renderer = Renderer(self, task_vars)
         default_python = args.get("default_python") or "/usr/bin/python3"
-        schedules_here = set(args.get("schedules_here") or [])
+        once_here = set(args.get("once_here") or [])
         wanted = {}
         errors = []
         for svc in services:
@@ -100,7 +103,7 @@ class ActionModule(ActionBase):
                 ini_content=ini,
                 ini_sha1=_sha1(ini),
                 env_sha1=_sha1(env),
-                units=render_units(renderer, svc, svc["name"] in schedules_here, args.get("unit_templates")),
+                units=render_units(renderer, svc, svc["name"] in once_here, args.get("unit_templates")),
             )
         if errors:
             raise AnsibleActionFail("Cannot deploy; no service was changed.\n- " + "\n- ".join(errors))

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.microsvc.deploy.plugins.action.vassal_deploy import django_migrate_argv, release_commands
+from ansible_collections.microsvc.deploy.plugins.action.vassal_probe import render_units
 from ansible_collections.microsvc.deploy.plugins.filter import deploy
 from ansible_collections.microsvc.deploy.plugins.filter.quote import systemd_quote, systemd_value
 from ansible_collections.microsvc.deploy.plugins.module_utils import units
@@ -17,6 +18,8 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils import cron, servi
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 with open(os.path.join(ROOT, "roles/service_plan/meta/argument_specs.yml"), encoding="utf-8") as _f:
     SPEC = service_plan.load_service_spec(yaml.safe_load(_f))
+W1, W2 = "microsvc-jobs.worker-w@1.service", "microsvc-jobs.worker-w@2.service"
+TIMER = "microsvc-jobs.schedule-s.timer"
 
 
 # --- cron -> OnCalendar ----------------------------------------------------------------------------
@@ -126,7 +129,7 @@ def test_entries_get_their_defaults_and_calendar(planner):
                           "release_commands": [{"name": "record", "argv": ["python", "-m", "record"]}]}])
     svc = plan["services"][0]
     assert svc["workers"] == [{"name": "default", "argv": ["rq", "worker", "5"], "count": 1, "stop_signal": "TERM",
-                               "grace": 30, "start_seconds": 3}]
+                               "grace": 30, "start_seconds": 3, "once": False}]
     assert svc["schedules"][0]["calendar"] == [] and svc["schedules"][0]["keep_logs"] == 20
     assert svc["schedules"][1]["calendar"] == ["*-*-* 0:0:00"] and svc["schedules"][1]["timeout"] == 3600
     assert svc["release_commands"] == [{"name": "record", "argv": ["python", "-m", "record"], "once": True,
@@ -217,6 +220,28 @@ def test_owned_reads_the_markers_and_ignores_others(tmp_path):
         "microsvc-jobs.schedule-s.timer": {"kind": "schedule", "name": "s"}}}
 
 
+class Names:
+    """A renderer that gives each file the name of its template and of the entry."""
+
+    def render(self, template, extra_vars):
+        return "%s %s" % (template, extra_vars["__uwsgi_vassal_proc"]["name"])
+
+
+def test_schedules_and_once_workers_are_rendered_on_one_host_only():
+    svc = {"name": "jobs", "log_dir": "/opt/www/jobs/shared/log",
+           "workers": [{"name": "w", "count": 2, "start_seconds": 3, "once": False},
+                       {"name": "beat", "count": 1, "start_seconds": 5, "once": True}],
+           "schedules": [{"name": "s"}]}
+    here, elsewhere = render_units(Names(), svc, True), render_units(Names(), svc, False)
+    assert sorted(here["files"]) == sorted([
+        "microsvc-jobs.worker-w@.service", "microsvc-jobs.worker-beat@.service", "microsvc-jobs.schedule-s.timer",
+        "microsvc-jobs.schedule-s.service", "microsvc-jobs.run-s.service"])
+    assert here["files"]["microsvc-jobs.run-s.service"] == "schedule-run.service.j2 s"
+    assert here["timers"] == ["microsvc-jobs.schedule-s.timer"]
+    assert [w["instances"] for w in here["workers"]] == [[W1, W2], ["microsvc-jobs.worker-beat@1.service"]]
+    assert sorted(elsewhere["files"]) == ["microsvc-jobs.worker-w@.service"] and elsewhere["timers"] == []
+
+
 # --- units: what a deploy changes -----------------------------------------------------------------------
 
 def spec(workers=(("w", 2, 3),), schedules=("s",), service="jobs", content="v1"):
@@ -233,8 +258,6 @@ def spec(workers=(("w", 2, 3),), schedules=("s",), service="jobs", content="v1")
     return dict(files=files, workers=out, timers=timers)
 
 
-W1, W2 = "microsvc-jobs.worker-w@1.service", "microsvc-jobs.worker-w@2.service"
-TIMER = "microsvc-jobs.schedule-s.timer"
 
 
 def test_a_new_service_gets_every_unit_written_enabled_started_and_checked():

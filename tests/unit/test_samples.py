@@ -679,12 +679,13 @@ def test_jobs_method_not_allowed(jobs_web, method, path, allow):
 def test_jobs_task_names_the_release_that_ran_it(monkeypatch, tmp_path):
     tasks = import_release_module(SAMPLES / "jobs", "jobsvc.tasks")
     slept = []
-    monkeypatch.setattr(tasks, "time", types.SimpleNamespace(sleep=slept.append))
+    monkeypatch.setattr(tasks, "time", types.SimpleNamespace(sleep=slept.append, time=lambda: 1700000000.5))
     (tmp_path / "b0ccdb73c0fe").mkdir()
     monkeypatch.chdir(tmp_path / "b0ccdb73c0fe")
     result = tasks.process("hello", 999)
     assert result["result"] == "HELLO" and result["word"] == "hello"
     assert result["release"] == "b0ccdb73c0fe" and result["version"] == "1" and result["pid"] == os.getpid()
+    assert result["started"] == result["ended"] == 1700000000.5
     assert slept == [60.0]
 
 

@@ -1,4 +1,5 @@
-"""Per-service lifecycle on one host: add, redeploy under load, break, roll back, remove.
+"""Per-service lifecycle on one host: add, redeploy under load, break, roll back, remove; then
+a service's workers, schedules and release commands (the jobs sample, with Redis).
 
 The scenario converges the four demo services; these tests then act as an operator does:
 edit the service list (a fresh inventory per step, pointing at copies of the sample code)
@@ -6,12 +7,16 @@ and run site.yml or rollback.yml from the controller. The tests run in file orde
 step starts from the state the previous one left.
 """
 
+import datetime
+import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -41,7 +46,7 @@ def workdir(tmp_path_factory):
 def code(workdir):
     """Editable copies of the sample code, as an operator's working trees."""
     base = workdir / "code"
-    for name in ("service1", "service2", "service3", "service4"):
+    for name in ("service1", "service2", "service3", "service4", "jobs"):
         shutil.copytree(os.path.join(PROJECT, "samples", name), base / name,
                         ignore=shutil.ignore_patterns("__pycache__", "data-local"))
     # service5 comes from a git repository at a tag, service6 from a release tarball.
@@ -393,3 +398,250 @@ def test_service_dropped_from_the_list_is_removed_by_set_difference(host, workdi
         assert host.file("/opt/www/%s" % name).exists  # never purged without being asked
     assert sorted(host.check_output("ls /etc/nginx/microsvc/routes").split()) == [
         "service1.conf", "service2.conf", "service4.conf"]
+    state["final"] = services
+
+
+# --- workers, schedules and release commands (issue 13) ----------------------------------------
+# The jobs sample: its web process enqueues into Redis (installed by prepare.yml), an RQ worker
+# (two processes) runs the jobs and says which release it runs, a schedule "tick" runs every 2
+# seconds, "slow" every 2 seconds for 5, and a release command records each release.
+
+WORKERS = ["microsvc-jobs.worker-default@1.service", "microsvc-jobs.worker-default@2.service"]
+SCHEDULES = "/opt/www/jobs/shared/log/schedules"
+
+
+def jobs_entry(code, **fields):
+    entry = {"name": "jobs", "source": str(code / "jobs"), "module": "jobsvc.web", "health": {"path": "health"},
+             "env": {"RQ_REDIS_URL": "redis://127.0.0.1:6379/0"},
+             "workers": [{"name": "default", "argv": ["rq", "worker", "--worker-class", "jobsvc.worker.Worker", "jobs"],
+                          "count": 2}],
+             "schedules": [{"name": "tick", "argv": ["python", "-m", "jobsvc.tick", "tick"], "interval": 2,
+                            "keep_logs": 3},
+                           {"name": "slow", "argv": ["python", "-m", "jobsvc.tick", "slow", "5"], "interval": 2}],
+             "release_commands": [{"name": "record", "argv": ["python", "-m", "jobsvc.release"]}]}
+    entry.update(fields)
+    return entry
+
+
+def set_version(code, version, broken_worker=False):
+    init = code / "jobs" / "jobsvc" / "__init__.py"
+    init.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "%s"' % version, init.read_text()))
+    worker = code / "jobs" / "jobsvc" / "worker.py"
+    text = worker.read_text().replace('raise RuntimeError("this release of the worker cannot start")\n', "")
+    worker.write_text(('raise RuntimeError("this release of the worker cannot start")\n' if broken_worker else "")
+                      + text)
+
+
+def enqueue(host, word, seconds=0):
+    answer = http(host, "/api/jobs/jobs?word=%s&seconds=%s" % (word, seconds), method="POST")
+    assert answer["status"] == 202, answer
+    return json.loads(answer["body"])["id"]
+
+
+def job_result(host, job_id, timeout=90):
+    """The job once a worker finished it (through the gateway)."""
+    deadline = time.time() + timeout
+    while True:
+        answer = http(host, "/api/jobs/jobs/" + job_id)
+        data = json.loads(answer["body"])
+        if data.get("status") in ("finished", "failed", "stopped", "canceled"):
+            return data
+        assert time.time() < deadline, data
+        time.sleep(0.5)
+
+
+def release_of(host, name="jobs"):
+    return host.check_output("readlink /opt/www/%s/current" % name).split("/")[-1]
+
+
+def worker_mains(host):
+    """{unit: (main pid, release it runs in)} of the worker's processes, from systemd and /proc."""
+    out = {}
+    for unit in WORKERS:
+        pid = int(host.check_output("systemctl show -p MainPID --value %s" % unit) or 0)
+        cwd = host.run("readlink /proc/%d/cwd" % pid).stdout.strip() if pid else ""
+        out[unit] = (pid, cwd.split("/")[-1])
+    return out
+
+
+def stamp(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def runs(host, schedule):
+    """[(event, time, fields)] of a schedule's runs.log."""
+    out = []
+    for line in host.file("%s/%s/runs.log" % (SCHEDULES, schedule)).content_string.splitlines():
+        moment, event, rest = line.split(" ", 2)
+        out.append((event.rstrip(":"), stamp(moment), dict(w.split("=", 1) for w in rest.split() if "=" in w)))
+    return out
+
+
+def test_a_service_with_workers_schedules_and_a_release_command(host, workdir, code, state):
+    set_version(code, "1")
+    services = state["final"] + [jobs_entry(code)]
+    rc, out = deploy(workdir, "jobs-add", services, ["-e", "deploy_services=jobs"])
+    assert rc == 0, out
+    release = release_of(host)
+    # Two worker processes, as the service's user, in the current release.
+    mains = worker_mains(host)
+    assert all(pid and where == release for pid, where in mains.values()), mains
+    assert {host.check_output("ps -o user= -p %d" % pid) for pid, _ in mains.values()} == {"jobs"}
+    # A job enqueued through the gateway is run by a worker of this release.
+    result = job_result(host, enqueue(host, "first"))
+    assert result["status"] == "finished", result
+    assert result["result"]["result"] == "FIRST" and result["result"]["release"] == release
+    assert result["result"]["version"] == "1" and result["result"]["pid"] in {p for p, _ in mains.values()}
+    # The release command ran once, in the new release, before it went live.
+    assert host.file("/opt/www/jobs/shared/data/release-commands.log").content_string == \
+        "release=%s version=1 host=%s\n" % (release, host.check_output("hostname"))
+    state["jobs"] = {"services": services, "release_1": release}
+
+
+def test_schedules_run_at_their_interval_never_overlap_and_log_every_run(host, state):
+    deadline = time.time() + 60
+    while len([r for r in runs(host, "tick") if r[0] == "started"]) < 6 or \
+            len([r for r in runs(host, "slow") if r[0] == "finished"]) < 2:
+        assert time.time() < deadline, (runs(host, "tick"), runs(host, "slow"))
+        time.sleep(1)
+    # tick: due every 2 seconds (counted from the previous start, as systemd saw the timer fire),
+    # and each time it ran; each run has its own log and the last three are kept (keep_logs: 3).
+    due = [float(line.split()[0]) for line in host.check_output(
+        "journalctl -u microsvc-jobs.schedule-tick.service -o short-unix --no-pager | grep ' Starting '").splitlines()]
+    gaps = sorted(b - a for a, b in itertools.pairwise(due))
+    assert len(gaps) >= 5 and gaps[0] > 1.5 and 1.8 < gaps[len(gaps) // 2] < 2.6, gaps
+    assert len([r for r in runs(host, "tick") if r[0] == "started"]) >= len(due) - 2
+    logs = host.check_output("ls %s/tick" % SCHEDULES).split()
+    per_run = [name for name in logs if name != "runs.log"]
+    finished = [f["log"] for event, _t, f in runs(host, "tick") if event == "finished"]
+    assert "runs.log" in logs and 3 <= len(per_run) <= 4, logs  # a run may be starting
+    assert set(finished[-3:]) <= set(per_run) and not set(finished[:-4]) & set(per_run), (finished, per_run)
+    assert "tick: done" in host.file("%s/tick/%s" % (SCHEDULES, finished[-1])).content_string
+    assert host.file("%s/tick/%s" % (SCHEDULES, finished[-1])).user == "jobs"
+    # slow (5 s every 2 s): never two runs at once; the runs that fell due meanwhile were
+    # skipped, and said so.
+    events = runs(host, "slow")
+    spans, open_run = [], None
+    for event, moment, fields in events:
+        if event == "started":
+            assert open_run is None, events
+            open_run = (moment, fields["log"])
+        elif event == "finished":
+            assert open_run and fields["log"] == open_run[1] and fields["exit"] == "0", events
+            spans.append((open_run[0], moment))
+            open_run = None
+    skips = [moment for event, moment, _ in events if event == "skipped"]
+    assert len(spans) >= 2 and skips, events
+    assert any(start < skip < end for skip in skips for start, end in spans), events
+    ticks = host.file("/opt/www/jobs/shared/data/ticks-slow.log").content_string.splitlines()
+    assert all("release=%s" % state["jobs"]["release_1"] in line for line in ticks)
+
+
+def test_status_shows_each_worker_process_and_each_schedule(host, workdir, state):
+    rc, out = deploy(workdir, "jobs-status", state["jobs"]["services"], playbook="playbooks/status.yml")
+    assert rc == 0, out
+    mains = worker_mains(host)
+    for index, unit in enumerate(WORKERS, 1):
+        assert re.search(r"- jobs +default +%d +active +%d +\d+m\d+s +0\b" % (index, mains[unit][0]), out), out
+    assert re.search(r"- jobs +tick +\d+m\d+s ago +(ok|running) +in \d+m\d+s", out), out
+    assert re.search(r"- jobs +slow +\d+m\d+s ago +(ok|running) +", out), out
+
+
+def test_a_killed_worker_process_comes_back(host):
+    unit = WORKERS[0]
+    before = worker_mains(host)[unit][0]
+    host.run("kill -KILL %d" % before)
+    deadline = time.time() + 30
+    while True:
+        pid = worker_mains(host)[unit][0]
+        if pid and pid != before and host.check_output("systemctl is-active %s || true" % unit) == "active":
+            break
+        assert time.time() < deadline, "worker process was not restarted"
+        time.sleep(0.5)
+    assert host.check_output("systemctl show -p NRestarts --value %s" % unit) == "1"
+    assert job_result(host, enqueue(host, "again"))["status"] == "finished"
+
+
+def test_a_code_deploy_moves_the_workers_and_lets_a_running_job_finish(host, workdir, code, state):
+    old = worker_mains(host)
+    in_flight = enqueue(host, "inflight", 20)
+    set_version(code, "2")
+    rc, out = deploy(workdir, "jobs-v2", state["jobs"]["services"], ["-e", "deploy_services=jobs"])
+    assert rc == 0, out
+    release = release_of(host)
+    assert release != state["jobs"]["release_1"]
+    mains = worker_mains(host)
+    assert all(where == release for _pid, where in mains.values()), mains
+    assert not {p for p, _ in mains.values()} & {p for p, _ in old.values()}
+    result = job_result(host, enqueue(host, "second"))["result"]
+    assert result["version"] == "2" and result["release"] == release
+    # The job that ran when the deploy asked its process to stop finished there, in the old
+    # release, within the grace period: it ended after systemd began to stop that process.
+    job = job_result(host, in_flight)
+    assert job["status"] == "finished" and job["result"]["release"] == state["jobs"]["release_1"], job
+    ran_in = next(unit for unit, (pid, _) in old.items() if pid == job["result"]["pid"])
+    stopping = host.check_output("journalctl -u %s -o short-unix --no-pager | grep ' Stopping ' | tail -1" % ran_in)
+    assert float(stopping.split()[0]) < job["result"]["ended"], (stopping, job)
+    assert host.file("/opt/www/jobs/shared/data/release-commands.log").content_string.splitlines()[-1].startswith(
+        "release=%s version=2" % release)
+    state["jobs"]["release_2"] = release
+
+
+def test_a_rollback_moves_the_workers_back(host, workdir, state):
+    rc, out = deploy(workdir, "jobs-rollback", state["jobs"]["services"], ["-e", "service=jobs"],
+                     playbook="playbooks/rollback.yml")
+    assert rc == 0, out
+    assert release_of(host) == state["jobs"]["release_1"]
+    assert all(where == state["jobs"]["release_1"] for _pid, where in worker_mains(host).values())
+    result = job_result(host, enqueue(host, "back"))["result"]
+    assert result["version"] == "1" and result["release"] == state["jobs"]["release_1"]
+
+
+def test_a_worker_that_cannot_start_fails_the_deploy_and_the_old_release_keeps_working(host, workdir, code, state):
+    set_version(code, "3", broken_worker=True)
+    try:
+        rc, out = deploy(workdir, "jobs-broken", state["jobs"]["services"], ["-e", "deploy_services=jobs"])
+    finally:
+        set_version(code, "1")
+    assert rc != 0, out
+    message = " ".join(out[out.index("service 'jobs': deploy of release"):].split())
+    assert re.match(r"service 'jobs': deploy of release \w+ failed at worker 'default': worker 'default' did not "
+                    r"stay up for 3s after its start", message), message[:500]
+    assert "this release of the worker cannot start" in message[:5000]
+    assert "Rolled back to release %s, its workers included, which is healthy again" % state["jobs"]["release_1"] \
+        in message[:5000]
+    assert release_of(host) == state["jobs"]["release_1"]
+    assert json.loads(http(host, "/api/jobs/")["body"])["version"] == "1"
+    assert all(where == state["jobs"]["release_1"] for _pid, where in worker_mains(host).values())
+    result = job_result(host, enqueue(host, "still"))["result"]
+    assert result["version"] == "1" and result["release"] == state["jobs"]["release_1"]
+
+
+def test_a_worker_and_a_schedule_removed_from_the_list_stop(host, workdir, code, state):
+    services = [s for s in state["jobs"]["services"] if s["name"] != "jobs"]
+    services.append(jobs_entry(code, workers=[], schedules=jobs_entry(code)["schedules"][:1]))
+    rc, out = deploy(workdir, "jobs-fewer", services, ["-e", "deploy_services=jobs"])
+    assert rc == 0, out
+    assert "rq worker" not in host.check_output("ps -eo args")
+    assert not host.file("/etc/systemd/system/microsvc-jobs.worker-default@.service").exists
+    assert not host.file("/etc/systemd/system/multi-user.target.wants/%s" % WORKERS[0]).exists
+    assert not host.file("/etc/systemd/system/microsvc-jobs.schedule-slow.timer").exists
+    assert host.check_output("systemctl is-active microsvc-jobs.schedule-tick.timer") == "active"
+    slow_runs = len(runs(host, "slow"))
+    time.sleep(5)
+    assert len(runs(host, "slow")) == slow_runs
+    assert http(host, "/api/jobs/health")["status"] == 200
+    state["jobs"]["services"] = services
+
+
+def test_a_service_dropped_from_the_list_leaves_no_unit_and_no_process(host, workdir, state):
+    services = [s for s in state["jobs"]["services"] if s["name"] != "jobs"]
+    rc, out = deploy(workdir, "jobs-gone", services)
+    assert rc == 0, out
+    assert host.run("ls /etc/systemd/system | grep -c '^microsvc-jobs\\.'").stdout.strip() == "0"
+    assert host.check_output("systemctl list-units --all --plain --no-legend 'microsvc-jobs.*'") == ""
+    tick_runs = len(runs(host, "tick"))
+    time.sleep(4)
+    assert len(runs(host, "tick")) == tick_runs
+    assert host.check_output("ps -u jobs -o stat= | grep -vc '^Z' || true") == "0"  # zombies aside
+    assert http(host, "/api/jobs/")["status"] == 404

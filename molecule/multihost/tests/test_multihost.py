@@ -176,3 +176,57 @@ def test_a_failing_batch_stops_the_rollout_and_is_rolled_back(gw, app1, app2, co
     app_play = out.split("PLAY [Emperor and services]", 1)[1].split("PLAY RECAP")[0]
     assert "[%s]" % APP2 not in app_play, out
     assert all("rolled out" in http(gw, "/api/service2/")["body"] for _ in range(6))
+
+
+# --- schedules: one app host runs them (issue 13) -----------------------------------------------
+# The jobs sample's web process, without its requirements (the web process imports RQ only to
+# enqueue) and with a schedule every 2 seconds: every app host serves it, one runs the
+# schedule, the first app host of the play that runs the service (the rule of migrations).
+
+def jobs_with_schedule():
+    return {"name": "jobs", "source": os.path.join(PROJECT, "samples", "jobs"), "module": "jobsvc.web",
+            "requirements_file": "none.txt", "health": {"path": "health"},
+            "schedules": [{"name": "tick", "argv": ["python", "-m", "jobsvc.tick", "tick"], "interval": 2}]}
+
+
+def schedule_runs(app):
+    runs = app.file("/opt/www/jobs/shared/log/schedules/tick/runs.log")
+    return runs.content_string.count(" started ") if runs.exists else 0
+
+
+def wait_for_runs(app, count, timeout=60):
+    deadline = time.time() + timeout
+    while schedule_runs(app) < count:
+        assert time.time() < deadline, "the schedule did not run %d times" % count
+        time.sleep(1)
+
+
+def test_a_schedule_runs_on_exactly_one_app_host_and_moves_when_that_host_leaves(gw, app1, app2, tmp_path):
+    services = SERVICES + [jobs_with_schedule()]
+    rc, out = run_playbook(inventory(str(tmp_path / "inv"), services), args=["-e", "deploy_services=jobs"])
+    assert rc == 0, out
+    assert {json.loads(http(gw, "/api/jobs/")["body"])["host"] for _ in range(8)} == {APP1, APP2}
+    wait_for_runs(app1, 3)
+    ticks = app1.file("/opt/www/jobs/shared/data/ticks-tick.log").content_string.splitlines()
+    assert ticks and all("host=%s " % APP1 in line for line in ticks)
+    assert app1.check_output("systemctl is-active microsvc-jobs.schedule-tick.timer") == "active"
+    assert not app2.file("/etc/systemd/system/microsvc-jobs.schedule-tick.timer").exists
+    assert schedule_runs(app2) == 0 and not app2.file("/opt/www/jobs/shared/data/ticks-tick.log").exists
+    # app1 no longer runs the service: it stops there, and its schedule moves to app2.
+    inv = inventory(str(tmp_path / "inv-moved"), services)
+    with open(os.path.join(inv, "hosts.yml"), encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    data["all"]["children"]["app_hosts"]["hosts"][APP1]["microsvc_services"] = SERVICES + [
+        dict(jobs_with_schedule(), state="absent")]
+    with open(os.path.join(inv, "hosts.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(data, handle)
+    rc, out = run_playbook(inv, args=["-e", "deploy_services=jobs"])
+    assert rc == 0, out
+    assert not app1.file("/etc/systemd/system/microsvc-jobs.schedule-tick.timer").exists
+    stopped_at = schedule_runs(app1)
+    wait_for_runs(app2, 3)
+    assert app2.check_output("systemctl is-active microsvc-jobs.schedule-tick.timer") == "active"
+    assert all("host=%s " % APP2 in line
+               for line in app2.file("/opt/www/jobs/shared/data/ticks-tick.log").content_string.splitlines())
+    assert schedule_runs(app1) == stopped_at
+    assert {json.loads(http(gw, "/api/jobs/")["body"])["host"] for _ in range(6)} == {APP2}

@@ -6,6 +6,8 @@ from jobsvc import identity
 
 
 def process(word, seconds=0):
-    """Upper-case a word, after sleeping ``seconds`` (at most 60), and say who did it."""
+    """Upper-case a word, after sleeping ``seconds`` (at most 60), and say who did it and when
+    (unix times of its start and end)."""
+    started = time.time()
     time.sleep(min(max(float(seconds), 0.0), 60.0))
-    return dict(identity(), word=word, result=word.upper())
+    return dict(identity(), word=word, result=word.upper(), started=started, ended=time.time())
