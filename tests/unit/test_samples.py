@@ -685,7 +685,7 @@ def test_jobs_task_names_the_release_that_ran_it(monkeypatch, tmp_path):
     result = tasks.process("hello", 999)
     assert result["result"] == "HELLO" and result["word"] == "hello"
     assert result["release"] == "b0ccdb73c0fe" and result["version"] == "1" and result["pid"] == os.getpid()
-    assert result["started"] == result["ended"] == 1700000000.5
+    assert result["started"] == result["ended"] == 1700000000.5 and result["worker_pid"] == os.getppid()
     assert slept == [60.0]
 
 
