@@ -34,7 +34,7 @@ options:
         C(release), C(venv), C(python), C(python_version), C(requirements), C(ini_path),
         C(ini_content), C(stats_socket), C(reload_file), C(log_file), C(keep_releases), C(marker),
         C(check), C(release_commands) (each C(name), C(argv), C(timeout), C(step), C(label)),
-        C(units_only) (only its workers' or schedules' units differ: no import check, no release commands),
+        C(units_only) (only its workers' or schedules' units differ, so no import check and no release commands),
         C(archive_member), C(wheelhouse_member)).
     type: list
     elements: dict
