@@ -329,6 +329,18 @@ def wait_started(systemd, check, log_dir=None, poll=0.5):
         states = systemd.show(units, props)
 
 
+def stop_units(service, systemd, names, check=True):
+    """Stop (and disable) some of a service's units: timers and their checks first, so that none
+    can start a run meanwhile, then the runs and the workers. A run stopped half-way is "failed";
+    reset, so that it does not linger in listings once its file is gone."""
+    first = [u for u in names if (parse_unit(service, u) or ("",))[0] in ("timer", "tick")]
+    rest = [u for u in names if u not in first]
+    for batch in (first, rest):
+        if batch:
+            systemd.run(["disable", "--now", "--"] + batch, check=check)
+            systemd.run(["reset-failed", "--"] + batch, check=False)
+
+
 def apply(service, spec, restart_all=False, units_dir=UNITS_DIR, systemd=None, log_dir=None):
     """Make a service's units what ``spec`` says and wait for the workers that (re)started.
 
@@ -350,9 +362,7 @@ def apply(service, spec, restart_all=False, units_dir=UNITS_DIR, systemd=None, l
     result = dict(plan, changed=any(plan[k] for k in ("write", "remove", "stop", "enable", "restart", "start")))
     try:
         if plan["stop"]:
-            systemd.run(["disable", "--now", "--"] + plan["stop"])
-            # A run stopped half-way is "failed"; without its file it would linger in listings.
-            systemd.run(["reset-failed", "--"] + plan["stop"], check=False)
+            stop_units(service, systemd, plan["stop"])
         for name in plan["remove"]:
             os.unlink(os.path.join(units_dir, name))
         for name in plan["write"]:
@@ -385,7 +395,7 @@ def restore(service, undo, units_dir=UNITS_DIR, systemd=None):
     extra = sorted(u for u in current if parse_unit(service, u) and u not in undo["running"]
                    and u not in undo["enabled"])
     if extra:
-        systemd.run(["disable", "--now", "--"] + extra, check=False)
+        stop_units(service, systemd, extra, check=False)
     for name, content in sorted(undo["files"].items()):
         path = os.path.join(units_dir, name)
         if content is None:
@@ -437,13 +447,11 @@ def remove_all(service, units_dir=UNITS_DIR, systemd=None, check_mode=False):
     if check_mode or not (files or units):
         return files
     if units:
-        systemd.run(["disable", "--now", "--"] + units, check=False)
+        stop_units(service, systemd, units, check=False)
     for name in files:
         os.unlink(os.path.join(units_dir, name))
     if files:
         systemd.daemon_reload()
-    if units:
-        systemd.run(["reset-failed", "--"] + units, check=False)
     return files
 
 

@@ -403,6 +403,7 @@ def test_apply_writes_stops_and_restores(tmp_path, monkeypatch):
     assert result["remove"] == [old] and not (units_dir / old).exists()
     assert (units_dir / units.worker_template("jobs", "w")).read_text() == unit_file("jobs", "worker", "w")
     assert fake.calls[0] == ["disable", "--now", "--", "microsvc-jobs.worker-gone@1.service"]
+    assert fake.calls[1] == ["reset-failed", "--", "microsvc-jobs.worker-gone@1.service"]
     assert ["daemon-reload"] in fake.calls and ["enable", "--", W1] in fake.calls and ["restart", "--", W1] in fake.calls
     # Put back: the old worker's file returns, the new one goes, what ran before runs again.
     fake.calls.clear()
@@ -411,6 +412,16 @@ def test_apply_writes_stops_and_restores(tmp_path, monkeypatch):
     assert (units_dir / old).exists() and not (units_dir / units.worker_template("jobs", "w")).exists()
     assert fake.calls[0] == ["disable", "--now", "--", W1]
     assert ["restart", "--", "microsvc-jobs.worker-gone@1.service"] in fake.calls
+
+
+def test_timers_and_their_checks_stop_before_the_runs():
+    """A check already under way could otherwise start a run of a schedule being removed."""
+    fake = FakeSystemd([{}])
+    names = units.schedule_units("jobs", "s")
+    units.stop_units("jobs", fake, [names["run"], W1, names["tick"], names["timer"]])
+    assert fake.calls == [["disable", "--now", "--", names["tick"], names["timer"]],
+                          ["reset-failed", "--", names["tick"], names["timer"]],
+                          ["disable", "--now", "--", names["run"], W1], ["reset-failed", "--", names["run"], W1]]
 
 
 # --- status: the last run of a schedule ----------------------------------------------------------------
