@@ -95,6 +95,7 @@ timings:
 """
 
 import concurrent.futures
+import io
 import os
 import shutil
 import subprocess
@@ -143,7 +144,7 @@ class Deploy:
                              "first_deploy": bool(svc.get("first_deploy")), "release": svc["release"]}
                       for name, svc in self.services.items()}
         self.timings = {}
-        self.bundle = tarfile.open(p["bundle"]) if p["bundle"] else None  # noqa: SIM115 - closed at the end of run()
+        self.bundle = p["bundle"]
 
     # -- helpers -----------------------------------------------------------------------------
     def live(self):
@@ -189,12 +190,17 @@ class Deploy:
         layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
         layout.ensure_marker(os.path.join(svc["root"], layout.SERVICE_MARKER), svc["name"])
 
+    def member(self, name):
+        """One tarball of the bundle, read whole: the steps that use them run in threads, and a tar
+        file object shared between threads would mix up its reads."""
+        with tarfile.open(self.bundle) as bundle:
+            return io.BytesIO(bundle.extractfile(name).read())
+
     def step_release(self, svc):
         if not svc.get("archive_member"):
             return
-        member = self.bundle.extractfile(svc["archive_member"])
-        releases.unpack(member, os.path.join(svc["root"], "releases"), svc["release"], fsutil.gid_of(svc["group"]),
-                        svc["venv"], svc.get("marker") or {})
+        releases.unpack(self.member(svc["archive_member"]), os.path.join(svc["root"], "releases"), svc["release"],
+                        fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
 
     def step_venvs(self, services):
         """One build per virtualenv key (concurrently), then each service's own copy."""
@@ -212,7 +218,7 @@ class Deploy:
                 wheelhouse = os.path.join(venvs.cache_dir(self.root), "wheelhouse-" + key)
                 if not os.path.isdir(wheelhouse):
                     os.makedirs(wheelhouse, 0o755)
-                    extract_tar(self.bundle.extractfile(svc["wheelhouse_member"]), wheelhouse)
+                    extract_tar(self.member(svc["wheelhouse_member"]), wheelhouse)
             try:
                 venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
                             wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
@@ -301,21 +307,17 @@ class Deploy:
 
     # -- the whole batch -----------------------------------------------------------------------
     def run(self):
-        try:
-            self.each("layout", self.step_layout, self.live(), parallel=False)
-            self.each("release", self.step_release, self.live(), parallel=True)
-            self.step_venvs([s for s in self.live()
-                             if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
-            self.each("environment", self.step_env, self.live(), parallel=False)
-            self.each("check", self.step_check, self.live(), parallel=True)
-            self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
-            self.each("switch", self.step_switch, self.live(), parallel=True)
-            for name, state in self.state.items():
-                if not state["ok"]:
-                    self.recover(self.services[name])
-        finally:
-            if self.bundle is not None:
-                self.bundle.close()
+        self.each("layout", self.step_layout, self.live(), parallel=False)
+        self.each("release", self.step_release, self.live(), parallel=True)
+        self.step_venvs([s for s in self.live()
+                         if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
+        self.each("environment", self.step_env, self.live(), parallel=False)
+        self.each("check", self.step_check, self.live(), parallel=True)
+        self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
+        self.each("switch", self.step_switch, self.live(), parallel=True)
+        for name, state in self.state.items():
+            if not state["ok"]:
+                self.recover(self.services[name])
         for state in self.state.values():
             if state["ok"]:
                 state["step"] = "switched"
