@@ -9,6 +9,8 @@ what serves again."""
 
 from __future__ import annotations
 
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path
+
 
 def _verdict(name, rehealth):
     check = (rehealth or {}).get(name)
@@ -102,7 +104,7 @@ def switched(deployed):
 
 def _vassal_fields(svc, vassals_dir):
     return dict(name=svc["name"], root=svc["root"], group=svc["group"], env_file=svc["env_file"],
-                ini_path="%s/%s.ini" % (vassals_dir.rstrip("/"), svc["name"]), stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
+                ini_path=ini_path(vassals_dir, svc["name"]), stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
                 log_file=svc["log_dir"] + "/uwsgi.log", remove_sockets=[svc["stats_socket"], svc["socket"]])
 
 

@@ -70,7 +70,17 @@ options:
     type: int
     default: 90
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+- name: Stop a service's vassal and remove its sockets
+  microsvc.deploy.vassal_apply:
+    name: billing
+    state: absent
+    ini_path: /etc/uwsgi/vassals/billing.ini
+    stats_socket: /opt/www/billing/run/stats.sock
+    remove_sockets: [/opt/www/billing/uwsgi.sock, /opt/www/billing/run/stats.sock]
 """
 
 RETURN = r"""

@@ -65,7 +65,7 @@ options:
     type: int
     default: 0
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -115,7 +115,7 @@ if module:
 else:
     app = runpy.run_path(file).get("application")
 if not callable(app):
-    sys.exit("no callable WSGI application in %s" % (module or file))
+    raise SystemExit("no callable WSGI application in %s" % (module or file))
 """
 
 
@@ -240,7 +240,7 @@ class Deploy:
         self.timings["virtualenv"] = round(time.time() - started, 3)
 
     def step_env(self, svc):
-        writes, removes, kept, _ = envfile.plan(svc["env_file"], "present", self.env.get(svc["name"], ""))
+        writes, removes, kept = envfile.plan(svc["env_file"], "stage", self.env.get(svc["name"], ""))[:3]
         envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
         self.state[svc["name"]].update(env_previous=kept, env_changed=bool(writes))
 
@@ -288,7 +288,7 @@ class Deploy:
         reached_vassal = state["step"] in ("switch", "reload")
         try:
             if state["env_changed"]:
-                writes, removes, _, _ = envfile.plan(svc["env_file"], "restored")
+                writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
                 envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
                 state["env_restored"] = True
             if state["switched"] and state["previous"]:
@@ -309,8 +309,8 @@ class Deploy:
     def run(self):
         self.each("layout", self.step_layout, self.live(), parallel=False)
         self.each("release", self.step_release, self.live(), parallel=True)
-        self.step_venvs([s for s in self.live() if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]),
-                                                                      s["python_version"])])
+        self.step_venvs([s for s in self.live()
+                         if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
         self.each("environment", self.step_env, self.live(), parallel=False)
         self.each("check", self.step_check, self.live(), parallel=True)
         self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)

@@ -32,7 +32,7 @@ options:
     type: int
     default: 90
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -65,13 +65,13 @@ def settle(svc, timeout):
     gid = fsutil.gid_of(svc["group"])
     outcome = svc["outcome"]
     if outcome == "healthy":
-        writes, removes, _, _ = envfile.plan(svc["env_file"], "settled")
+        writes, removes = envfile.plan(svc["env_file"], "forget")[:2]
         envfile.apply(writes, removes, gid)
         out["action"] = "settled" if removes else "none"
         return out
     if outcome == "unhealthy":
         if svc.get("env_changed"):
-            writes, removes, _, _ = envfile.plan(svc["env_file"], "restored")
+            writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
             envfile.apply(writes, removes, gid)
             out["env_restored"] = True
         previous = svc.get("previous")
