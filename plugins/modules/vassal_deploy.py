@@ -103,7 +103,15 @@ import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, fsutil, layout, releases, vassal, venvs
+from ansible_collections.microsvc.deploy.plugins.module_utils import (
+    envfile,
+    fsutil,
+    layout,
+    paths,
+    releases,
+    vassal,
+    venvs,
+)
 from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
 
 IMPORT_CHECK = """
@@ -188,7 +196,7 @@ class Deploy:
     def step_layout(self, svc):
         layout.ensure_account(svc["user"], svc["root"], svc["group"], comment="microsvc service %s" % svc["name"])
         layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
-        layout.ensure_marker(os.path.join(svc["root"], layout.SERVICE_MARKER), svc["name"])
+        layout.ensure_marker(os.path.join(svc["root"], paths.SERVICE_MARKER), svc["name"])
 
     def member(self, name):
         """One tarball of the bundle, read whole: the steps that use them run in threads, and a tar
