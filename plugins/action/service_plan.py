@@ -11,6 +11,7 @@ import yaml
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.parsing.vault import VaultHelper, is_encrypted_file
 from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
     Planner,
@@ -36,9 +37,13 @@ except ImportError:  # pragma: no cover - other ansible-core versions: inline va
     Origin = TrustedAsTemplate = None
 
 
-def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
+_ENCRYPTED_FILES = {}
+
+
+def from_vault(value):
     """Whether an inventory value came from ansible-vault: an inline !vault value (or a template
     that returned one unchanged), or any value of a vault-encrypted vars file."""
+    _encrypted_files = _ENCRYPTED_FILES
     if VaultHelper.get_ciphertext(value, with_tags=False):
         return True
     origin = Origin.get_tag(value) if Origin is not None else None
@@ -100,6 +105,22 @@ class ActionModule(ActionBase):
                 continue  # depends on something only a host can tell (a fact); checked where used
         return values
 
+    def _gateway_across(self, task_vars, values):
+        """The gateway's rules between settings, with its role's defaults for what is not set."""
+        path = os.path.join(ROLES_DIR, "nginx_gateway", "defaults", "main.yml")
+        with open(path, encoding="utf-8") as handle:
+            defaults = yaml.safe_load(handle) or {}
+        merged = {}
+        for name, default in defaults.items():
+            try:
+                merged[name] = plain(self._templar.template(task_vars.get(name, default)))
+            except AnsibleError:
+                continue
+        merged.update({k: v for k, v in values.items() if k.startswith(("nginx_gateway_", "microsvc_metrics_"))})
+        for secret in ("nginx_gateway_tls_certificate", "nginx_gateway_tls_key"):
+            merged[secret] = bool(merged.get(secret))
+        return gateway_settings.across(merged)
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
@@ -112,8 +133,11 @@ class ActionModule(ActionBase):
                           ("cache_dir", "microsvc_cache_dir")):
             if args.get(key) not in (None, ""):
                 argument_settings[name] = args[key]
-        errors = check_settings(self._settings(task_vars))
+        values = self._settings(task_vars)
+        errors = check_settings(values)
         errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
+        if not errors:
+            errors += self._gateway_across(task_vars, values)
         bad = {e.split("'")[1] for e in errors}
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
         prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]

@@ -42,7 +42,9 @@ def gateway_services(plan, hostvars, app_hosts, gateway_hosts, this_host):
     """The present services of ``plan`` that this gateway routes, each with ``members``: the app
     hosts (in the given order) whose own plan has the service present and that this gateway can
     reach — itself over its unix socket, app hosts that are not gateways over TCP. Another
-    gateway's vassals listen on unix sockets and are not reachable from here."""
+    gateway's vassals listen on unix sockets and are not reachable from here. A host where the
+    service's first release failed in this run (its ``uwsgi_vassal_never_live``) is no member: a
+    service without members gets no route."""
     out = []
     for svc in plan.get("services", []):
         if svc.get("state") != "present":
@@ -51,8 +53,10 @@ def gateway_services(plan, hostvars, app_hosts, gateway_hosts, this_host):
         for host in app_hosts:
             if host != this_host and host in gateway_hosts:
                 continue
-            host_plan = plan if host == this_host else (hostvars.get(host) or {}).get("microsvc_plan") or plan
-            if svc["name"] in host_plan.get("present", []):
+            host_vars = hostvars.get(host) or {}
+            host_plan = plan if host == this_host else host_vars.get("microsvc_plan") or plan
+            if svc["name"] in host_plan.get("present", []) and svc["name"] not in (
+                    host_vars.get("uwsgi_vassal_never_live") or []):
                 members.append(host)
         if members:
             out.append(dict(svc, members=members))
@@ -64,6 +68,23 @@ def gateway_addresses(hostvars, gateway_hosts):
     return [private_address(hostvars.get(h) or {}, h) for h in gateway_hosts]
 
 
+def migration_hosts(hostvars, play_hosts, names, override=""):
+    """name -> the host that runs the service's Django migrations: ``override`` when set, else the
+    first host of the play (inventory order, so in the first batch of a rolling deploy) whose plan
+    has the service present. Once per rollout."""
+    out = {}
+    for name in names or []:
+        if override:
+            out[name] = override
+            continue
+        for host in play_hosts:
+            plan = (hostvars.get(host) or {}).get("microsvc_plan") or {}
+            if name in plan.get("present", []):
+                out[name] = host
+                break
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -71,4 +92,5 @@ class FilterModule:
             "host_port": host_port,
             "gateway_services": gateway_services,
             "gateway_addresses": gateway_addresses,
+            "migration_hosts": migration_hosts,
         }

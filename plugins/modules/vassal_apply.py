@@ -70,7 +70,17 @@ options:
     type: int
     default: 90
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+- name: Stop a service's vassal and remove its sockets
+  microsvc.deploy.vassal_apply:
+    name: billing
+    state: absent
+    ini_path: /etc/uwsgi/vassals/billing.ini
+    stats_socket: /opt/www/billing/run/stats.sock
+    remove_sockets: [/opt/www/billing/uwsgi.sock, /opt/www/billing/run/stats.sock]
 """
 
 RETURN = r"""
@@ -93,60 +103,9 @@ master_pid:
 """
 
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
-from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary, workers
-
-
-def tail(path, lines=30):
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 16384))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
-
-
-def touch(path):
-    now = time.time()
-    if not os.path.exists(path):
-        with open(path, "a", encoding="utf-8"):
-            pass
-    # uWSGI compares whole seconds: make sure the mtime really moves forward.
-    st = os.stat(path)
-    stamp = max(now, st.st_mtime + 1)
-    os.utime(path, (stamp, stamp))
-
-
-def stop(module):
-    p = module.params
-    leftovers = [path for path in [p["ini_path"]] + p["remove_sockets"] if os.path.lexists(path)]
-    if not leftovers:
-        module.exit_json(changed=False, action="none", old_workers=[], new_workers=[], master_pid=None)
-    before = read_stats(p["stats_socket"])
-    result = dict(changed=True, action="stop", old_workers=[pid for pid, _a, _s in workers(before)],
-                  new_workers=[], master_pid=None)
-    if module.check_mode:
-        module.exit_json(**result)
-    if os.path.exists(p["ini_path"]):
-        os.unlink(p["ini_path"])
-    deadline = time.time() + p["timeout"]
-    while read_stats(p["stats_socket"]) is not None:
-        if time.time() > deadline:
-            module.fail_json(msg="service '%s': the vassal still answers %ds after its ini was removed"
-                             % (p["name"], p["timeout"]), **result)
-        time.sleep(0.2)
-    for path in p["remove_sockets"]:
-        if os.path.lexists(path):
-            os.unlink(path)
-    module.exit_json(**result)
+from ansible_collections.microsvc.deploy.plugins.module_utils import vassal
 
 
 def main():
@@ -168,64 +127,28 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p["state"] == "absent":
-        stop(module)
-    before = read_stats(p["stats_socket"])
-    old = [pid for pid, _acc, _st in workers(before)]
     try:
-        with open(p["ini_path"], encoding="utf-8") as handle:
-            live_ini = handle.read()
-    except FileNotFoundError:
-        live_ini = None
-
-    wanted_ini = live_ini if p["ini_content"] is None else p["ini_content"]
-    if wanted_ini is None:
-        module.fail_json(msg="service '%s': no vassal ini at %s" % (p["name"], p["ini_path"]))
-    if live_ini != wanted_ini:
-        action = "start" if (live_ini is None or before is None) else "reload"
-    elif p["config_changed"]:
-        action = "reload"
-    elif before is None:
-        # The ini is right but nothing answers: the emperor will (re)start it; just wait.
-        action = "wait"
-    elif p["code_changed"]:
-        action = "chain-reload"
-    else:
-        module.exit_json(changed=False, action="none", old_workers=old, new_workers=old,
-                         master_pid=(before or {}).get("pid"))
-
-    result = dict(changed=True, action=action, old_workers=old)
-    if module._diff and live_ini != wanted_ini:
-        result["diff"] = dict(before_header=p["ini_path"], after_header=p["ini_path"],
-                              before=live_ini or "", after=wanted_ini)
-    if module.check_mode:
-        module.exit_json(new_workers=old, master_pid=(before or {}).get("pid"), **result)
-
-    if action in ("start", "reload") and live_ini != wanted_ini:
-        write_atomic(p["ini_path"], wanted_ini)
-    elif action == "reload":
-        touch(p["ini_path"])
-    elif action == "chain-reload":
-        touch(p["reload_file"])
-
-    deadline = time.time() + p["timeout"]
-    last = None
-    while time.time() < deadline:
-        last = read_stats(p["stats_socket"])
-        current = workers(last)
-        if current and all(acc for _pid, acc, _st in current):
-            pids = [pid for pid, _acc, _st in current]
-            if not old or action == "wait" or not set(pids) & set(old):
-                result.update(new_workers=pids, master_pid=last.get("pid"))
-                module.exit_json(**result)
-        time.sleep(0.2)
-    module.fail_json(
-        msg="service '%s': the vassal did not come up with new workers within %ds after a %s. "
-        "Last stats: %s. End of its log:\n%s" % (p["name"], p["timeout"], action, summary(last), tail(p["log_file"])),
-        stats=summary(last),
-        log_tail=tail(p["log_file"]),
-        **result
-    )
+        if p["state"] == "absent":
+            if module.check_mode:
+                changed = any(os.path.lexists(path) for path in [p["ini_path"]] + p["remove_sockets"])
+            else:
+                changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"], p["name"])
+            module.exit_json(changed=changed, action="stop" if changed else "none")
+        action, live, old, master = vassal.decide(p["ini_path"], p["ini_content"], p["stats_socket"],
+                                                  p["code_changed"], p["config_changed"])
+        result = dict(changed=action != "none", action=action, old_workers=old, new_workers=old, master_pid=master)
+        wanted = live if p["ini_content"] is None else p["ini_content"]
+        if module._diff and live != wanted:
+            result["diff"] = dict(before_header=p["ini_path"], after_header=p["ini_path"], before=live or "",
+                                  after=wanted)
+        if module.check_mode or action == "none":
+            module.exit_json(**result)
+        vassal.act(action, p["ini_path"], p["ini_content"], live, p["reload_file"])
+        result["new_workers"], result["master_pid"] = vassal.wait(p["stats_socket"], action, old, p["timeout"],
+                                                                  p["log_file"], p["name"])
+    except vassal.VassalError as exc:
+        module.fail_json(msg=str(exc), stats=exc.stats, log_tail=exc.log_tail)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

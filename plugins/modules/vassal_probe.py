@@ -40,12 +40,32 @@ options:
     description: The emperor's vassals directory.
     type: path
     required: true
+  uwsgi:
+    description:
+      - C(binary) and C(plugin) (empty when Python is built in) of uWSGI; when given, its Python version is
+        returned as C(plugin_python), for the per-service check that the virtualenvs use the same Python.
+    type: dict
+    default: {}
   marker:
     description: Line that identifies a vassal ini written by this collection.
     type: str
     default: "; microsvc-service:"
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+# Written by the role microsvc.deploy.uwsgi_vassal (tasks/probe.yml); the action plugin renders
+# each vassal ini and computes the release ids on the controller first.
+- name: Compare the selected services with the host
+  microsvc.deploy.vassal_probe:
+    services: "{{ selected }}"
+    absent: "{{ absent }}"
+    listed: "{{ microsvc_plan.names }}"
+    vassals_dir: /etc/uwsgi/vassals
+    ini_template: vassal.ini.j2
+    env_template: env.j2
+  register: probe
 """
 
 RETURN = r"""
@@ -57,46 +77,33 @@ unlisted:
   description: Names of services whose vassal ini is on the host but which are no longer listed.
   returned: always
   type: list
+plugin_python:
+  description: The Python version uWSGI runs (x.y.z), when I(uwsgi) was given and uWSGI answered.
+  returned: always
+  type: str
 absent_leftovers:
   description: Names of absent services that still have an ini, a socket or (with purge) a directory or user.
   returned: always
   type: list
 """
 
-import grp
-import hashlib
-import json
 import os
-import pwd
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import (
+    group_exists,
+    read_json,
+    sha1_of,
+    user_exists,
+)
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import (
+    HISTORY,
+    INI_MARKER,
+    RELEASE_MARKER,
+    VENV_MARKER,
+)
 from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary
-
-
-def sha1_of(path):
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha1(handle.read()).hexdigest()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def user_exists(name):
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
-
-
-def group_exists(name):
-    try:
-        grp.getgrnam(name)
-        return True
-    except KeyError:
-        return False
-
 
 _PY_CACHE = {}
 
@@ -136,12 +143,17 @@ def python_version(path):
     return _PY_CACHE[path]
 
 
-def read_json(path):
+def uwsgi_python(uwsgi):
+    """The Python version uWSGI's Python plugin (or built-in Python) runs, or an empty string."""
+    binary = (uwsgi or {}).get("binary")
+    if not binary or not os.path.exists(binary):
+        return ""
+    argv = [binary] + (["--plugin", uwsgi["plugin"]] if uwsgi.get("plugin") else []) + ["--python-version"]
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+    except OSError:
+        return ""
+    return out.splitlines()[-1] if out else ""
 
 
 def probe_service(svc):
@@ -152,7 +164,7 @@ def probe_service(svc):
     state["user"] = user_exists(svc["user"])
     if not state["user"]:
         needs.append("user missing")
-    marker = read_json(os.path.join(root, "releases", release, ".microsvc-release"))
+    marker = read_json(os.path.join(root, "releases", release, RELEASE_MARKER))
     state["release_present"] = marker is not None
     if marker is None:
         needs.append("release %s not on host" % release)
@@ -161,7 +173,7 @@ def probe_service(svc):
     state["current"] = os.path.basename(target) if target else None
     if state["current"] != release:
         needs.append("current is %s, wanted %s" % (state["current"] or "unset", release))
-    venv_marker = read_json(os.path.join(root, "venvs", svc["venv"], ".microsvc-venv"))
+    venv_marker = read_json(os.path.join(root, "venvs", svc["venv"], VENV_MARKER))
     version = python_version(svc["python"])
     state["python_version"] = version
     state["venv_present"] = bool(venv_marker) and venv_marker.get("python_version") == version
@@ -187,9 +199,30 @@ def probe_service(svc):
     state["running"] = stats["running"]
     state["master_pid"] = stats.get("master_pid")
     state["needs"] = needs
-    history = read_json(os.path.join(root, "releases", ".history")) or []
+    history = read_json(os.path.join(root, "releases", HISTORY)) or []
     state["history"] = history
     return state
+
+
+def written_vassals(vassals_dir, marker):
+    """Names of the services whose vassal ini this collection wrote (its marker line)."""
+    names = []
+    if not os.path.isdir(vassals_dir):
+        return names
+    for entry in sorted(os.listdir(vassals_dir)):
+        if not entry.endswith(".ini"):
+            continue
+        try:
+            with open(os.path.join(vassals_dir, entry), encoding="utf-8", errors="replace") as handle:
+                head = handle.read(4096)
+        except OSError:
+            continue
+        for line in head.splitlines():
+            if line.startswith(marker):
+                if line[len(marker):].strip():
+                    names.append(line[len(marker):].strip())
+                break
+    return names
 
 
 def main():
@@ -199,30 +232,15 @@ def main():
             absent=dict(type="list", elements="dict", default=[]),
             listed=dict(type="list", elements="str", default=[]),
             vassals_dir=dict(type="path", required=True),
-            marker=dict(type="str", default="; microsvc-service:"),
+            marker=dict(type="str", default=INI_MARKER),
+            uwsgi=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
     p = module.params
     services = {svc["name"]: probe_service(svc) for svc in p["services"]}
 
-    unlisted = []
-    if os.path.isdir(p["vassals_dir"]):
-        for entry in sorted(os.listdir(p["vassals_dir"])):
-            if not entry.endswith(".ini"):
-                continue
-            path = os.path.join(p["vassals_dir"], entry)
-            try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    head = handle.read(4096)
-            except OSError:
-                continue
-            for line in head.splitlines():
-                if line.startswith(p["marker"]):
-                    name = line[len(p["marker"]):].strip()
-                    if name and name not in p["listed"]:
-                        unlisted.append(name)
-                    break
+    unlisted = [name for name in written_vassals(p["vassals_dir"], p["marker"]) if name not in p["listed"]]
 
     leftovers = []
     for svc in p["absent"]:
@@ -232,7 +250,8 @@ def main():
         if left:
             leftovers.append(svc["name"])
 
-    module.exit_json(changed=False, services=services, unlisted=unlisted, absent_leftovers=leftovers)
+    module.exit_json(changed=False, services=services, unlisted=unlisted, absent_leftovers=leftovers,
+                     plugin_python=uwsgi_python(p["uwsgi"]))
 
 
 if __name__ == "__main__":

@@ -160,10 +160,11 @@ def check(settings):
             errors.append("setting '%s': %s" % (name, problem))
     if errors:
         return errors
-    return _across(settings)
+    return across(settings)
 
 
-def _across(settings):
+def across(settings):
+    """The rules that involve several settings (give every setting the role uses, defaults included)."""
     out = []
     get = settings.get
     if get("nginx_gateway_acme_enabled"):

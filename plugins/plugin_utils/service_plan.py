@@ -23,6 +23,7 @@ import posixpath
 import re
 import zlib
 
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import service_paths
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import uwsgi_options
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     MODULE_PATTERN,
@@ -159,7 +160,7 @@ FIELD_CHECKS = {
 # Account names a service may never take: the system's, the distributions' service
 # accounts, cloud images' login users, and groups with special powers. A name not in this
 # list that exists on a host as an account the collection did not create is refused on that
-# host before it changes (microsvc.deploy.service_accounts).
+# host before it changes (microsvc.deploy.host_check).
 RESERVED_ACCOUNTS = frozenset("""
 root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody nogroup
 _apt messagebus sshd polkitd avahi postfix ntp ntpsec chrony tss uuidd tcpdump dnsmasq usbmux rtkit
@@ -547,24 +548,18 @@ class Planner:
 
     def _complete(self, svc):
         name = svc["name"]
-        root = posixpath.join(self.root, name)
         route = svc.get("route") or "%s%s/" % (self.route_prefix, name)
         svc["route"] = route
         svc["script_name"] = route.rstrip("/")
-        svc["root"] = root
         svc["user"] = name
         svc["group"] = name
-        svc["socket"] = svc.get("socket") or posixpath.join(root, "uwsgi.sock")
+        # Every path of the service, from the host layout's one definition (module_utils/paths.py).
+        paths = service_paths(self.root, name)
+        paths["socket"] = svc.get("socket") or paths["socket"]
+        svc.update(paths)
         # The TCP port (used only on app hosts apart from the gateway) is set for the whole
         # list at once, in _assign_ports.
         svc["port_explicit"] = svc.get("port") is not None
-        svc["stats_socket"] = posixpath.join(root, "run", "stats.sock")
-        svc["env_file"] = posixpath.join(root, "env")
-        svc["reload_file"] = posixpath.join(root, "run", "chain-reload")
-        svc["shared_dir"] = posixpath.join(root, "shared")
-        svc["log_dir"] = posixpath.join(root, "shared", "log")
-        svc["data_dir"] = posixpath.join(root, "shared", "data")
-        svc["static_dir"] = posixpath.join(root, "shared", "static")
         if svc.get("module") and ":" not in svc["module"]:
             svc["module"] = svc["module"] + ":application"
         src = svc.get("source")
@@ -672,8 +667,8 @@ class Planner:
             if len(longest) > UNIX_PATH_MAX:
                 errors.append(
                     "service '%s': field 'name': the socket path %r is %d characters long; unix sockets allow "
-                    "at most %d: use a shorter name or microsvc_root" % (svc["name"], longest, len(longest),
-                                                                       UNIX_PATH_MAX))
+                    "at most %d: use a shorter name or microsvc_root"
+                    % (svc["name"], longest, len(longest), UNIX_PATH_MAX))
 
     def _check_source(self, svc, errors):
         """Where the source is on the controller, then (when a preparer is set) fetch, inspect and

@@ -213,4 +213,3 @@ def check_settings(values):
         if msg:
             errors.append("setting '%s': %s" % (name, msg))
     return errors
-

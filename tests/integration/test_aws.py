@@ -252,7 +252,7 @@ def test_values_built_around_a_secret_lookup_are_refused(secrets, tmp_path, valu
     assert rc != 0, out
     assert "The service list or a setting is invalid; no host was changed." in out, out
     assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern" in out, out
-    assert "UNREACHABLE" not in out and "PLAY [Check the app hosts" not in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Check the hosts" not in out, out
     assert SSM_SECRET not in out, out
 
 
@@ -262,5 +262,5 @@ def test_a_whole_lookup_passes_validation_then_needs_the_host(secrets, tmp_path)
         "ansible_connection": "community.docker.docker", "ansible_host": "microsvc-test-no-such-container"})
     rc, out = playbook(secrets, inv, os.path.join(ROOT, "site.yml"))
     assert "The service list or a setting is invalid" not in out, out
-    assert "PLAY [Check the app hosts" in out, out
+    assert "PLAY [Check the hosts" in out, out
     assert rc != 0

@@ -51,7 +51,7 @@ def test_bad_list_fails_before_any_host_is_touched(tmp_path, services, expected)
     assert proc.returncode != 0, out
     assert "The service list or a setting is invalid; no host was changed." in out, out
     assert expected in out, out
-    assert "UNREACHABLE" not in out and "PLAY [Check the app hosts" not in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Check the hosts" not in out, out
 
 
 def test_good_list_passes_validation_then_needs_the_host(tmp_path):
@@ -60,7 +60,7 @@ def test_good_list_passes_validation_then_needs_the_host(tmp_path):
     proc = run_site(tmp_path, [GOOD])
     out = proc.stdout + proc.stderr
     assert "The service list or a setting is invalid" not in out, out
-    assert "PLAY [Check the app hosts" in out, out
+    assert "PLAY [Check the hosts" in out, out
     assert proc.returncode != 0 and ("UNREACHABLE" in out or "unreachable=1" in out or "FAILED" in out), out
 
 
@@ -104,7 +104,7 @@ def test_secret_in_clear_is_refused_when_vault_is_required(tmp_path):
     assert "service 'billing': field 'env.DB_PASSWORD': the name matches the secret pattern '*PASSWORD*'" in out, out
     assert "LOG_LEVEL" not in out.split("no host was changed.")[-1], out
     assert "hunter2" not in out, out
-    assert "UNREACHABLE" not in out and "PLAY [Check the app hosts" not in out, out
+    assert "UNREACHABLE" not in out and "PLAY [Check the hosts" not in out, out
 
 
 def test_inline_vault_and_vault_file_values_pass_when_vault_is_required(tmp_path):
@@ -113,7 +113,7 @@ def test_inline_vault_and_vault_file_values_pass_when_vault_is_required(tmp_path
                        vault_file="vault_api_token: s3cret-from-a-vault-file\n")
     out = proc.stdout + proc.stderr
     assert "The service list or a setting is invalid" not in out, out
-    assert "PLAY [Check the app hosts" in out, out
+    assert "PLAY [Check the hosts" in out, out
 
 
 def test_secret_in_clear_is_accepted_unless_vault_is_required(tmp_path):
@@ -121,4 +121,4 @@ def test_secret_in_clear_is_accepted_unless_vault_is_required(tmp_path):
     proc = secret_site(tmp_path, "DB_PASSWORD: hunter2\n", require=False)
     out = proc.stdout + proc.stderr
     assert "The service list or a setting is invalid" not in out, out
-    assert "PLAY [Check the app hosts" in out, out
+    assert "PLAY [Check the hosts" in out, out

@@ -112,7 +112,7 @@ def test_every_hostile_input_is_refused_before_any_host_is_contacted(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "UNREACHABLE" not in out and "No such container" not in out, out
-    assert "PLAY [Check the app hosts" not in out and "PLAY [Gateway]" not in out, out
+    assert "PLAY [Check the hosts" not in out and "PLAY [Gateway]" not in out, out
     reports = _reports(out)
 
     target = reports.get("target", "")

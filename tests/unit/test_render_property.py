@@ -150,7 +150,9 @@ def check_nginx(config, plan):
     assert upstreams == sorted("microsvc_" + s["name"] for s in present)
     for upstream in walk(http, "upstream"):
         svc = next(s for s in present if "microsvc_" + s["name"] == upstream["args"][0])
-        assert [(d["directive"], d["args"]) for d in upstream["block"]] == [("server", ["unix:" + svc["socket"]])]
+        assert [(d["directive"], d["args"]) for d in upstream["block"]] == [
+            ("server", ["unix:" + svc["socket"], "max_fails=0"]),
+            ("server", ["unix:" + svc["socket"], "max_fails=0", "backup"])]
     (server,) = [d for d in walk(http, "server") if d.get("block")]
     locations = {tuple(d["args"]): d for d in server["block"] if d["directive"] == "location"}
     expected = {("/",)}

@@ -1,0 +1,110 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Deploy every service of a host that needs work, in one remote call.
+
+Task arguments:
+  work:        the probe's work list (release, venv, ini, python version, what is present)
+  services:    plan entries of the same services (paths, user, Django settings, environment)
+  migrate:     names of the services whose Django migrations run on this host
+  env_template: template of the environment file (rendered here; never in the result)
+  root, helper, pip (source, index_url, extra_args), timeout, concurrency: see the module
+  cache_dir:   controller cache for wheelhouses
+  architecture: the host's (for wheelhouses)
+
+The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
+of the virtualenvs it must build (wheelhouse mode), copies it once, and runs the module
+microsvc.deploy.vassal_deploy.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tarfile
+import tempfile
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
+
+
+def module_service(work, svc, migrate):
+    """What the module needs to deploy one service (no secrets)."""
+    django = svc.get("django")
+    return dict(
+        name=svc["name"], user=svc["user"], group=svc["group"], root=svc["root"], env_file=svc["env_file"],
+        release=work["release"], venv=work["venv"], python=work["python"],
+        python_version=work.get("python_version") or "", requirements=work.get("requirements") or "",
+        ini_path=work["ini_path"], ini_content=work["ini_content"], stats_socket=svc["stats_socket"],
+        reload_file=svc["reload_file"], log_file=svc["log_dir"] + "/uwsgi.log",
+        remove_sockets=[svc["stats_socket"], svc["socket"]],
+        keep_releases=svc["keep_releases"], first_deploy=bool(work.get("first_deploy")),
+        marker={"service": svc["name"], "source": work.get("source"), "revision": work.get("revision")},
+        check={"module": svc.get("module") or "", "wsgi_file": svc.get("wsgi_file") or ""},
+        django=None if not django else {
+            "manage": django["manage"], "migrate": bool(django["migrate"]) and svc["name"] in migrate,
+            "collectstatic": bool(django["collectstatic"])},
+        archive_member=None if work.get("release_present") else "releases/%s.tar.gz" % svc["name"],
+        wheelhouse_member=None,
+    )
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        work = args.get("work") or []
+        plan = {svc["name"]: svc for svc in args.get("services") or []}
+        migrate = set(args.get("migrate") or [])
+        pip = dict(args.get("pip") or {})
+        if isinstance(pip.get("extra_args"), str):
+            pip["extra_args"] = shlex.split(pip["extra_args"])
+        renderer = Renderer(self, task_vars)
+        services, env, files = [], {}, {}
+        for entry in work:
+            svc = plan.get(entry["name"])
+            if svc is None:
+                raise AnsibleActionFail("service %r of the work list is not in the plan" % entry["name"])
+            item = module_service(entry, svc, migrate)
+            if item["archive_member"]:
+                files[item["archive_member"]] = entry["archive"]
+            if pip.get("source") == "wheelhouse" and item["requirements"].strip() and not entry.get("venv_present"):
+                member = "wheelhouses/%s.tar.gz" % entry["venv"]
+                if member not in files:
+                    try:
+                        files[member] = build_wheelhouse(item["requirements"], item["python_version"],
+                                                         args.get("architecture") or "x86_64", args.get("cache_dir"),
+                                                         pip.get("index_url") or "")
+                    except WheelhouseError as exc:
+                        item["wheelhouse_error"] = str(exc)
+                item["wheelhouse_member"] = member if member in files else None
+            services.append(item)
+            env[svc["name"]] = renderer.render(args["env_template"], extra_vars={"__uwsgi_vassal_svc": svc})
+
+        module_args = dict(services=services, env=env, root=args["root"], helper=args.get("helper"),
+                           pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0))
+        module_args = {k: v for k, v in module_args.items() if v is not None}
+        bundle_local = tmp_dir = None
+        try:
+            if files:
+                fd, bundle_local = tempfile.mkstemp(prefix="microsvc-bundle-", suffix=".tar")
+                os.close(fd)
+                with tarfile.open(bundle_local, "w") as tar:
+                    for member, path in sorted(files.items()):
+                        tar.add(path, arcname=member)
+                tmp_dir = self._make_tmp_path()
+                remote = self._connection._shell.join_path(tmp_dir, "bundle.tar")
+                self._transfer_file(bundle_local, remote)
+                self._fixup_perms2((tmp_dir, remote))
+                module_args["bundle"] = remote
+            result.update(self._execute_module(module_name="microsvc.deploy.vassal_deploy", module_args=module_args,
+                                               task_vars=task_vars))
+        finally:
+            if bundle_local:
+                os.unlink(bundle_local)
+            if tmp_dir:
+                self._remove_tmp_path(tmp_dir)
+        return result

@@ -1,0 +1,102 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Start, reload or stop one vassal of the uWSGI emperor, and wait until it serves.
+
+A new or changed ini starts or reloads the vassal; a changed environment reloads it (uWSGI
+reads it at start); new code only touches the chain-reload file, which replaces the workers one
+at a time. Each call waits until every worker accepts and none of the old ones is left."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
+from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
+from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary, workers
+
+
+class VassalError(Exception):
+    def __init__(self, message, stats=None, log_tail=""):
+        super().__init__(message)
+        self.stats = stats
+        self.log_tail = log_tail
+
+
+def decide(ini_path, ini_content, stats_socket, code_changed=False, config_changed=False):
+    """(action, live ini, old worker pids, master pid) for one vassal; action is one of none,
+    start, reload, wait, chain-reload."""
+    before = read_stats(stats_socket)
+    old = [pid for pid, _acc, _st in workers(before)]
+    live = fsutil.read_text(ini_path)
+    wanted = live if ini_content is None else ini_content
+    if wanted is None:
+        raise VassalError("no vassal ini at %s" % ini_path)
+    if live != wanted:
+        action = "start" if (live is None or before is None) else "reload"
+    elif config_changed:
+        action = "reload"
+    elif before is None:
+        action = "wait"  # the ini is right but nothing answers: the emperor will (re)start it
+    elif code_changed:
+        action = "chain-reload"
+    else:
+        action = "none"
+    return action, live, old, (before or {}).get("pid")
+
+
+def act(action, ini_path, ini_content, live, reload_file):
+    if action in ("start", "reload") and ini_content is not None and live != ini_content:
+        write_atomic(ini_path, ini_content)
+    elif action == "reload":
+        fsutil.touch(ini_path)
+    elif action == "chain-reload":
+        fsutil.touch(reload_file)
+
+
+def wait(stats_socket, action, old, timeout, log_file=None, name=""):
+    """Until every worker accepts and none of ``old`` remains (a new generation); returns
+    (new worker pids, master pid)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = read_stats(stats_socket)
+        current = workers(last)
+        if current and all(acc for _pid, acc, _st in current):
+            pids = [pid for pid, _acc, _st in current]
+            if not old or action == "wait" or not set(pids) & set(old):
+                return pids, last.get("pid")
+        time.sleep(0.2)
+    log = fsutil.tail(log_file)
+    raise VassalError("service '%s': the vassal did not come up with new workers within %ds after a %s. "
+                      "Last stats: %s. End of its log:\n%s" % (name, timeout, action, summary(last), log),
+                      stats=summary(last), log_tail=log)
+
+
+def apply(name, ini_path, ini_content, stats_socket, reload_file, code_changed=False, config_changed=False,
+          timeout=90, log_file=None):
+    """Decide, act and wait; returns a result dict (action, old_workers, new_workers, master_pid)."""
+    action, live, old, master = decide(ini_path, ini_content, stats_socket, code_changed, config_changed)
+    if action == "none":
+        return dict(action="none", old_workers=old, new_workers=old, master_pid=master)
+    act(action, ini_path, ini_content, live, reload_file)
+    pids, master = wait(stats_socket, action, old, timeout, log_file, name)
+    return dict(action=action, old_workers=old, new_workers=pids, master_pid=master)
+
+
+def stop(ini_path, stats_socket, remove_sockets, timeout=90, name=""):
+    """Remove the ini (the emperor stops the vassal), wait until it no longer answers, then
+    remove its sockets. Returns False when there was nothing to do."""
+    if not [p for p in [ini_path] + list(remove_sockets) if os.path.lexists(p)]:
+        return False
+    if os.path.exists(ini_path):
+        os.unlink(ini_path)
+    deadline = time.time() + timeout
+    while read_stats(stats_socket) is not None:
+        if time.time() > deadline:
+            raise VassalError("service '%s': the vassal still answers %ds after its ini was removed" % (name, timeout))
+        time.sleep(0.2)
+    for path in remove_sockets:
+        if os.path.lexists(path):
+            os.unlink(path)
+    return True

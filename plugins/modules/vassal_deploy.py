@@ -1,0 +1,355 @@
+#!/usr/bin/python
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""Deploy every service of a host that needs work, as one batch: one call for all of them."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vassal_deploy
+short_description: Deploy many services of a host in one call, each isolated from the others
+description:
+  - For each service given, in steps that each run for all services before the next begins, the
+    account and directory layout; release unpacked (from the bundle the action plugin copied);
+    virtualenv (built once per interpreter and requirements, by an unprivileged build user, then
+    copied to the service); environment file written (the previous one kept); the application
+    imported from the new release as the service's user; Django's migrate (where this host runs
+    it) and collectstatic; then C(current) switched and the vassal started or reloaded, and the
+    call waits for its new workers.
+  - The slow independent parts (virtualenv builds, imports, Django steps, reload waits) run
+    concurrently, bounded by I(concurrency) (default the host's CPU count).
+  - A service whose step fails is returned to its previous state alone (its environment file put
+    back; after a switch, its previous release and environment reloaded) and reported in
+    C(results) with the step and the reason; the others go on. The module itself fails only when
+    its input is wrong.
+  - The health check through the gateway (module C(microsvc.deploy.health_check)) and the
+    settling or rolling back that follows (C(microsvc.deploy.vassal_settle)) are the next calls.
+  - The action plugin of the same name copies the release tarballs and wheelhouses the host lacks,
+    as one bundle, and sets I(bundle).
+version_added: 0.2.0
+options:
+  services:
+    description:
+      - The services to deploy, as the probe described them (C(name), C(user), C(group), C(root),
+        C(release), C(venv), C(python), C(python_version), C(requirements), C(ini_path),
+        C(ini_content), C(stats_socket), C(reload_file), C(log_file), C(keep_releases), C(marker),
+        C(check), C(django), C(archive_member), C(wheelhouse_member)).
+    type: list
+    elements: dict
+    required: true
+  env:
+    description: Each service's environment file content (secrets included; never logged).
+    type: dict
+    default: {}
+  bundle:
+    description: Path on the host of the tar holding the release tarballs and wheelhouses.
+    type: path
+  root:
+    description: Directory holding the services (C(microsvc_root)).
+    type: path
+    required: true
+  helper:
+    description: The C(microsvc-run) helper that runs a command as a service runs.
+    type: path
+    default: /usr/local/sbin/microsvc-run
+  pip:
+    description: C(source) (index or wheelhouse), C(index_url), C(extra_args) (a list).
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds to wait for a vassal's workers after a start or reload.
+    type: int
+    default: 90
+  concurrency:
+    description: Parallel slow steps; 0 means the host's CPU count.
+    type: int
+    default: 0
+author:
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+# Written by the role microsvc.deploy.uwsgi_vassal (tasks/deploy.yml) from the probe's work list.
+- name: Deploy the services that need it
+  microsvc.deploy.vassal_deploy:
+    services: "{{ work }}"
+    env: "{{ env_files }}"
+    root: /opt/www
+  no_log: false
+"""
+
+RETURN = r"""
+services:
+  description:
+    - Per service name, C(ok), C(step) (the step that failed, or C(switched)), C(msg), C(release),
+      C(previous) (the release that served before), C(switched) (whether current moved),
+      C(env_changed), C(env_previous) (whether the previous environment is kept for a rollback),
+      C(action) (what the vassal did), C(master_pid), C(first_deploy), and for a failed service what
+      its recovery did (C(env_restored), C(rolled_back), C(stopped), C(recovery_error)).
+  returned: always
+  type: dict
+timings:
+  description: Seconds spent in each step, for all services together.
+  returned: always
+  type: dict
+"""
+
+import concurrent.futures
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils import (
+    envfile,
+    fsutil,
+    layout,
+    paths,
+    releases,
+    vassal,
+    venvs,
+)
+from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
+
+IMPORT_CHECK = """
+import importlib, runpy, sys
+module, file = sys.argv[1], sys.argv[2]
+if module:
+    name, _, attr = module.partition(":")
+    app = getattr(importlib.import_module(name), attr or "application", None)
+else:
+    app = runpy.run_path(file).get("application")
+if not callable(app):
+    raise SystemExit("no callable WSGI application in %s" % (module or file))
+"""
+
+
+class StepError(Exception):
+    def __init__(self, step, msg):
+        super().__init__(msg)
+        self.step = step
+
+
+class Deploy:
+    """One batch: every service goes through the steps; a failure stops only that service."""
+
+    def __init__(self, module):
+        self.module = module
+        p = module.params
+        self.root = p["root"]
+        self.helper = p["helper"]
+        self.pip = p["pip"] or {}
+        self.timeout = p["timeout"]
+        self.workers = p["concurrency"] or os.cpu_count() or 2
+        self.env = p["env"] or {}
+        self.services = {s["name"]: s for s in p["services"]}
+        self.state = {name: {"ok": True, "step": None, "msg": "", "previous": None, "switched": False,
+                             "env_previous": False, "env_changed": False, "action": "none", "master_pid": None,
+                             "env_restored": False, "rolled_back": False, "stopped": False, "recovery_error": None,
+                             "first_deploy": bool(svc.get("first_deploy")), "release": svc["release"]}
+                      for name, svc in self.services.items()}
+        self.timings = {}
+        self.bundle = p["bundle"]
+
+    # -- helpers -----------------------------------------------------------------------------
+    def live(self):
+        return [s for name, s in self.services.items() if self.state[name]["ok"]]
+
+    def fail(self, name, step, msg):
+        self.state[name].update(ok=False, step=step, msg=str(msg).strip()[-3000:])
+
+    def each(self, step, func, services, parallel):
+        """Run func(svc) for every live service; a raised error marks only that service."""
+        started = time.time()
+        if parallel and len(services) > 1:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+                futures = {pool.submit(func, svc): svc["name"] for svc in services}
+                for future in concurrent.futures.as_completed(futures):
+                    self._record(step, futures[future], future)
+        else:
+            for svc in services:
+                future = concurrent.futures.Future()
+                try:
+                    future.set_result(func(svc))
+                except Exception as exc:  # noqa: BLE001 - any failure of one service is reported as its own
+                    future.set_exception(exc)
+                self._record(step, svc["name"], future)
+        self.timings[step] = round(self.timings.get(step, 0) + time.time() - started, 3)
+
+    def _record(self, step, name, future):
+        exc = future.exception()
+        if exc is not None:
+            self.fail(name, getattr(exc, "step", step), exc)
+
+    def run_as_service(self, svc, args, timeout=600):
+        argv = [self.helper, "--root", self.root, "--release", svc["release"], svc["name"]] + args
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StepError("check", "%s did not finish within %ds" % (" ".join(args[:3]), timeout)) from None
+        return proc
+
+    # -- the steps -----------------------------------------------------------------------------
+    def step_layout(self, svc):
+        layout.ensure_account(svc["user"], svc["root"], svc["group"], comment="microsvc service %s" % svc["name"])
+        layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
+        layout.ensure_marker(os.path.join(svc["root"], paths.SERVICE_MARKER), svc["name"])
+
+    def member(self, name):
+        """One tarball of the bundle, read whole: the steps that use them run in threads, and a tar
+        file object shared between threads would mix up its reads."""
+        with tarfile.open(self.bundle) as bundle:
+            return io.BytesIO(bundle.extractfile(name).read())
+
+    def step_release(self, svc):
+        if not svc.get("archive_member"):
+            return
+        releases.unpack(self.member(svc["archive_member"]), os.path.join(svc["root"], "releases"), svc["release"],
+                        fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
+
+    def step_venvs(self, services):
+        """One build per virtualenv key (concurrently), then each service's own copy."""
+        by_key = {}
+        for svc in services:
+            if svc.get("wheelhouse_error"):
+                self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
+                continue
+            by_key.setdefault(svc["venv"], []).append(svc)
+
+        def build(key):
+            svc = by_key[key][0]
+            wheelhouse = None
+            if svc.get("wheelhouse_member"):
+                wheelhouse = os.path.join(venvs.cache_dir(self.root), "wheelhouse-" + key)
+                if not os.path.isdir(wheelhouse):
+                    os.makedirs(wheelhouse, 0o755)
+                    extract_tar(self.member(svc["wheelhouse_member"]), wheelhouse)
+            try:
+                venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
+                            wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
+                            index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [])
+            finally:
+                if wheelhouse:
+                    shutil.rmtree(wheelhouse, ignore_errors=True)
+            for each in by_key[key]:
+                venvs.install(self.root, key, os.path.join(each["root"], "venvs", key))
+
+        started = time.time()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = {pool.submit(build, key): key for key in by_key}
+            for future in concurrent.futures.as_completed(futures):
+                exc = future.exception()
+                if exc is not None:
+                    for svc in by_key[futures[future]]:
+                        self.fail(svc["name"], "virtualenv", exc)
+        self.timings["virtualenv"] = round(time.time() - started, 3)
+
+    def step_env(self, svc):
+        writes, removes, kept = envfile.plan(svc["env_file"], "stage", self.env.get(svc["name"], ""))[:3]
+        envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
+        self.state[svc["name"]].update(env_previous=kept, env_changed=bool(writes))
+
+    def step_check(self, svc):
+        check = svc.get("check") or {}
+        proc = self.run_as_service(svc, ["python", "-c", IMPORT_CHECK, check.get("module") or "",
+                                         check.get("wsgi_file") or ""])
+        if proc.returncode != 0:
+            raise StepError("check", "the new release does not import: %s" % (proc.stderr or proc.stdout)[-1500:])
+
+    def step_django(self, svc):
+        django = svc.get("django") or {}
+        if django.get("migrate"):
+            proc = self.run_as_service(svc, ["python", django["manage"], "migrate", "--noinput"], timeout=3600)
+            if proc.returncode != 0:
+                raise StepError("migrate", "manage.py migrate failed: %s" % (proc.stderr or proc.stdout)[-1500:])
+        if django.get("collectstatic"):
+            proc = self.run_as_service(svc, ["python", django["manage"], "collectstatic", "--noinput"], timeout=1800)
+            if proc.returncode != 0:
+                raise StepError("collectstatic",
+                                "manage.py collectstatic failed: %s" % (proc.stderr or proc.stdout)[-1500:])
+
+    def step_switch(self, svc):
+        name, state = svc["name"], self.state[svc["name"]]
+        plan = releases.plan_switch(svc["root"], svc["release"], keep=svc.get("keep_releases") or 0)
+        state["previous"] = plan["previous"]
+        if plan["changed"]:
+            releases.apply_switch(svc["root"], plan)
+        state["switched"] = plan["previous"] != plan["current"]
+        try:
+            result = vassal.apply(name, svc["ini_path"], svc["ini_content"], svc["stats_socket"], svc["reload_file"],
+                                  code_changed=state["switched"], config_changed=state["env_changed"],
+                                  timeout=self.timeout, log_file=svc.get("log_file"))
+        except vassal.VassalError as exc:
+            state["action"] = "failed"
+            raise StepError("reload", str(exc)) from None
+        state.update(action=result["action"], master_pid=result["master_pid"])
+
+    # -- recovery of a failed service ----------------------------------------------------------
+    def recover(self, svc):
+        """Put one failed service back as it was, alone: its previous environment file; when its
+        vassal already saw the new release or environment, its previous release reloaded; a first
+        release that could not start is stopped (it never went live)."""
+        state = self.state[svc["name"]]
+        reached_vassal = state["step"] in ("switch", "reload")
+        try:
+            if state["env_changed"]:
+                writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
+                envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
+                state["env_restored"] = True
+            if state["switched"] and state["previous"]:
+                releases.apply_switch(svc["root"], releases.plan_switch(svc["root"], state["previous"], rollback=True))
+                state["rolled_back"] = True
+            if reached_vassal and state["previous"]:
+                vassal.apply(svc["name"], svc["ini_path"], None, svc["stats_socket"], svc["reload_file"],
+                             code_changed=state["switched"], config_changed=state["env_changed"],
+                             timeout=self.timeout, log_file=svc.get("log_file"))
+            elif reached_vassal:
+                vassal.stop(svc["ini_path"], svc["stats_socket"], svc.get("remove_sockets") or [], self.timeout,
+                            svc["name"])
+                state["stopped"] = True
+        except Exception as exc:  # noqa: BLE001 - report it; the other services go on
+            state["recovery_error"] = str(exc)[-1500:]
+
+    # -- the whole batch -----------------------------------------------------------------------
+    def run(self):
+        self.each("layout", self.step_layout, self.live(), parallel=False)
+        self.each("release", self.step_release, self.live(), parallel=True)
+        self.step_venvs([s for s in self.live()
+                         if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
+        self.each("environment", self.step_env, self.live(), parallel=False)
+        self.each("check", self.step_check, self.live(), parallel=True)
+        self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
+        self.each("switch", self.step_switch, self.live(), parallel=True)
+        for name, state in self.state.items():
+            if not state["ok"]:
+                self.recover(self.services[name])
+        for state in self.state.values():
+            if state["ok"]:
+                state["step"] = "switched"
+        return self.state
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            services=dict(type="list", elements="dict", required=True),
+            env=dict(type="dict", default={}, no_log=True),
+            bundle=dict(type="path"),
+            root=dict(type="path", required=True),
+            helper=dict(type="path", default="/usr/local/sbin/microsvc-run"),
+            pip=dict(type="dict", default={}),
+            timeout=dict(type="int", default=90),
+            concurrency=dict(type="int", default=0),
+        ),
+        supports_check_mode=False,
+    )
+    deploy = Deploy(module)
+    results = deploy.run()
+    module.exit_json(changed=bool(results), services=results, timings=deploy.timings)
+
+
+if __name__ == "__main__":
+    main()
