@@ -30,7 +30,8 @@ def test_a_lock_names_its_holder_in_a_root_only_record(lock_dir):
     acquired, blocked, broken = deploy_lock.try_acquire(lock_dir, ["billing"], holder("a"), 900, now=1000)
     assert (acquired, blocked, broken) == (["billing"], {}, [])
     path = os.path.join(lock_dir, "billing.lock")
-    record = json.loads(open(path, encoding="utf-8").read())
+    with open(path, encoding="utf-8") as handle:
+        record = json.load(handle)
     assert record["run"] == "a" and record["user"] == "alice" and record["pid"] == 4242
     assert record["acquired"] == record["renewed"] == 1000 and record["lease"] == 900
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -92,12 +93,12 @@ def test_a_lock_in_use_is_never_broken(lock_dir):
 
 def test_work_under_a_lock_another_run_holds_is_refused_before_it_starts(lock_dir):
     deploy_lock.try_acquire(lock_dir, ["billing"], holder("a"), 900)
-    with pytest.raises(deploy_lock.LockError, match="no longer held by this run .*now held by a run of deploy"):
-        with deploy_lock.Held({"run": "b", "dir": lock_dir, "lease": 900}, ["billing"]):
-            pytest.fail("worked under another run's lock")
-    with pytest.raises(deploy_lock.LockError, match="no lock"):
-        with deploy_lock.Held({"run": "b", "dir": lock_dir, "lease": 900}, ["search"]):
-            pass
+    with pytest.raises(deploy_lock.LockError, match="no longer held by this run .*now held by a run of deploy"), \
+            deploy_lock.Held({"run": "b", "dir": lock_dir, "lease": 900}, ["billing"]):
+        pytest.fail("worked under another run's lock")
+    with pytest.raises(deploy_lock.LockError, match="no lock"), \
+            deploy_lock.Held({"run": "b", "dir": lock_dir, "lease": 900}, ["search"]):
+        pass
     with deploy_lock.Held(None, ["billing"]):  # no lock given: nothing verified (a module called directly)
         pass
 

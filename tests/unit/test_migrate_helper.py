@@ -67,8 +67,8 @@ def test_plan_shows_what_migrate_would_do_and_applies_nothing(release):
 
 
 def test_a_failing_pre_migrate_command_fails_before_any_migration(release):
-    code, result, text = helper(release, "migrate", "--pre-migrate",
-                                json.dumps(["python", "-c", "import sys; print('backup refused'); sys.exit(3)"]))
+    code, result, _ = helper(release, "migrate", "--pre-migrate",
+                             json.dumps(["python", "-c", "import sys; print('backup refused'); sys.exit(3)"]))
     assert code == 1 and not result["ok"]
     assert "pre-migrate command failed (exit status 3)" in result["error"] and "backup refused" in result["error"]
     assert "no migration was applied" in result["error"]
@@ -109,7 +109,7 @@ def test_a_rollback_names_the_migrations_the_older_release_lacks(release):
 
 def test_a_manage_py_that_never_reaches_django_is_reported(release):
     (release / "manage.py").write_text("print('not a Django command line')\n")
-    code, result, text = helper(release, "plan")
+    code, result, _ = helper(release, "plan")
     assert code == 1 and "did not call Django's execute_from_command_line" in result["error"]
 
 
