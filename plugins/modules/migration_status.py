@@ -93,8 +93,9 @@ def plan_one(p, svc, bundle):
     release_dir = None
     releases_dir = os.path.join(svc["root"], "releases")
     if not svc.get("venv_present"):
-        out["skipped"] = ("its requirements changed and check mode builds no virtualenv; the deploy log "
-                          "(%s/%s) will show the plan" % (svc["root"], migrations.LOG_NAME))
+        out["skipped"] = ("its virtualenv does not exist yet (a first deploy, or new requirements) and check "
+                          "mode builds none; the deploy log (%s/%s) will show the plan" % (svc["root"],
+                                                                                        migrations.LOG_NAME))
         return out
     temp = None
     try:

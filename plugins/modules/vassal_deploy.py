@@ -108,6 +108,7 @@ timings:
 """
 
 import concurrent.futures
+import contextlib
 import io
 import os
 import shutil
@@ -218,12 +219,12 @@ class Deploy:
         if exc is not None:
             self.fail(name, getattr(exc, "step", step), exc)
 
-    def run_as_service(self, svc, args, timeout=600, step="check"):
+    def run_as_service(self, svc, args, timeout=600):
         argv = [self.helper, "--root", self.root, "--release", svc["release"], svc["name"]] + args
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise StepError(step, "%s did not finish within %ds" % (" ".join(args[:3]), timeout)) from None
+            raise StepError("check", "%s did not finish within %ds" % (" ".join(args[:3]), timeout)) from None
         return proc
 
     # -- the steps -----------------------------------------------------------------------------
@@ -291,7 +292,8 @@ class Deploy:
     def step_migrate(self, svc):
         """migrate through the helper; its plan and output go to the service's deploy log."""
         django = svc["django"]
-        timeout = 3600 + int(django.get("pre_migrate_timeout") or 0)
+        # The helper waits up to an hour for the migration lock, then migrates (up to an hour, as before).
+        timeout = 7200 + int(django.get("pre_migrate_timeout") or 0)
         code, result, text = migrations.run(self.root, svc["name"], django_migrate_argv(svc, self.migrate_helper),
                                             release=svc["release"], timeout=timeout, runner=self.helper)
         result = result or {}
@@ -396,12 +398,15 @@ def main():
         ),
         supports_check_mode=False,
     )
+    # Work under this run's deploy lock of the services (verified first, renewed while working).
+    held = contextlib.ExitStack()
     try:
-        with deploy_lock.Held(module.params["lock"], [s["name"] for s in module.params["services"]]):
-            deploy = Deploy(module)
-            results = deploy.run()
+        held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in module.params["services"]]))
     except deploy_lock.LockError as exc:
         module.fail_json(msg=str(exc))
+    with held:
+        deploy = Deploy(module)
+        results = deploy.run()
     module.exit_json(changed=bool(results), services=results, timings=deploy.timings)
 
 

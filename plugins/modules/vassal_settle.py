@@ -59,6 +59,7 @@ services:
 """
 
 import concurrent.futures
+import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -114,18 +115,20 @@ def main():
     )
     results = {}
     services = module.params["services"]
+    # Work under this run's deploy lock of the services (verified first, renewed while working).
+    held = contextlib.ExitStack()
     try:
-        with deploy_lock.Held(module.params["lock"], [s["name"] for s in services]), \
-                concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
-            futures = {pool.submit(settle, svc, module.params["timeout"]): svc["name"] for svc in services}
-            for future in concurrent.futures.as_completed(futures):
-                exc = future.exception()
-                if exc is None:
-                    results[futures[future]] = future.result()
-                else:
-                    results[futures[future]] = dict(ok=False, msg=str(exc)[-3000:], action="failed")
+        held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in services]))
     except deploy_lock.LockError as exc:
         module.fail_json(msg=str(exc))
+    with held, concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
+        futures = {pool.submit(settle, svc, module.params["timeout"]): svc["name"] for svc in services}
+        for future in concurrent.futures.as_completed(futures):
+            exc = future.exception()
+            if exc is None:
+                results[futures[future]] = future.result()
+            else:
+                results[futures[future]] = dict(ok=False, msg=str(exc)[-3000:], action="failed")
     changed = any(r["action"] not in ("none",) for r in results.values())
     failed = sorted(n for n, r in results.items() if not r["ok"])
     if failed and all(s["outcome"] == "rollback" for s in services):
