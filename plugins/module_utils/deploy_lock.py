@@ -255,6 +255,10 @@ class Held:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     record["renewed"] = time.time()
                     write(path, record)
+        except OSError as exc:
+            self._close()
+            raise LockError("the deploy lock of %s cannot be read in %s: %s; nothing was changed"
+                            % (", ".join(self.names), lock_dir, exc)) from None
         except BaseException:
             self._close()
             raise

@@ -101,6 +101,9 @@ def test_work_under_a_lock_another_run_holds_is_refused_before_it_starts(lock_di
         pass
     with deploy_lock.Held(None, ["billing"]):  # no lock given: nothing verified (a module called directly)
         pass
+    with pytest.raises(deploy_lock.LockError, match="cannot be read"), \
+            deploy_lock.Held({"run": "b", "dir": lock_dir + "-gone", "lease": 900}, ["billing"]):
+        pass
 
 
 def test_work_under_the_lock_renews_its_lease(lock_dir):
