@@ -7,7 +7,7 @@ Task arguments:
   services:    plan entries of the same services (paths, user, Django settings, environment)
   migrate:     names of the services whose Django migrations run on this host
   env_template: template of the environment file (rendered here; never in the result)
-  root, helper, pip (source, index_url, extra_args), timeout, concurrency: see the module
+  root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock: see the module
   cache_dir:   controller cache for wheelhouses
   architecture: the host's (for wheelhouses)
 
@@ -44,7 +44,8 @@ def module_service(work, svc, migrate):
         check={"module": svc.get("module") or "", "wsgi_file": svc.get("wsgi_file") or ""},
         django=None if not django else {
             "manage": django["manage"], "migrate": bool(django["migrate"]) and svc["name"] in migrate,
-            "collectstatic": bool(django["collectstatic"])},
+            "collectstatic": bool(django["collectstatic"]), "pre_migrate": list(django.get("pre_migrate") or []),
+            "pre_migrate_timeout": django.get("pre_migrate_timeout")},
         archive_member=None if work.get("release_present") else "releases/%s.tar.gz" % svc["name"],
         wheelhouse_member=None,
     )
@@ -85,7 +86,8 @@ class ActionModule(ActionBase):
             env[svc["name"]] = renderer.render(args["env_template"], extra_vars={"__uwsgi_vassal_svc": svc})
 
         module_args = dict(services=services, env=env, root=args["root"], helper=args.get("helper"),
-                           pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0))
+                           pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0),
+                           migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None)
         module_args = {k: v for k, v in module_args.items() if v is not None}
         bundle_local = tmp_dir = None
         try:

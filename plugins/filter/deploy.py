@@ -28,6 +28,15 @@ def _seen(check):
     return check.get("error") or "no answer"
 
 
+def _migrations_note(state):
+    """Migrations that this deploy applied stay applied when its service goes back: name them."""
+    applied = ((state.get("migrations") or {}).get("applied")) or []
+    if not applied:
+        return ""
+    return " Migrations this deploy applied stay applied in the database (it is not migrated back): %s." % (
+        ", ".join(applied))
+
+
 def deploy_report(deployed, health=None, settled=None, rehealth=None):
     """One message per failed service, naming it, the step and the reason, and what serves now."""
     messages = []
@@ -53,7 +62,7 @@ def deploy_report(deployed, health=None, settled=None, rehealth=None):
                 text += " This was the service's first release; it never went live and has no route."
             if state.get("recovery_error"):
                 text += " Returning to the previous state failed too: %s." % state["recovery_error"]
-            messages.append(text + " Other services were not touched.")
+            messages.append(text + _migrations_note(state) + " Other services were not touched.")
             continue
         check = (health or {}).get(name)
         if check is None or check.get("ok"):
@@ -69,7 +78,7 @@ def deploy_report(deployed, health=None, settled=None, rehealth=None):
             text += " Rolled back to release %s%s%s." % (
                 state.get("previous"), " and its environment" if settle.get("env_restored") else "",
                 _verdict(name, rehealth))
-        messages.append(text + " Other services were not touched.")
+        messages.append(text + _migrations_note(state) + " Other services were not touched.")
     return messages
 
 

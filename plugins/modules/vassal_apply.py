@@ -69,6 +69,11 @@ options:
     description: Seconds to wait for the workers.
     type: int
     default: 90
+  lock:
+    description:
+      - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). Outside
+        check mode the call fails before any change when another run holds the service's lock.
+    type: dict
 author:
   - microsvc maintainers (@microsvc)
 """
@@ -105,7 +110,7 @@ master_pid:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, vassal
 
 
 def main():
@@ -122,6 +127,7 @@ def main():
             config_changed=dict(type="bool", default=False),
             log_file=dict(type="path"),
             timeout=dict(type="int", default=90),
+            lock=dict(type="dict"),
         ),
         required_if=[("state", "present", ("reload_file",))],
         supports_check_mode=True,
@@ -132,7 +138,9 @@ def main():
             if module.check_mode:
                 changed = any(os.path.lexists(path) for path in [p["ini_path"]] + p["remove_sockets"])
             else:
-                changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"], p["name"])
+                with deploy_lock.Held(p["lock"], [p["name"]]):
+                    changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"],
+                                          p["name"])
             module.exit_json(changed=changed, action="stop" if changed else "none")
         action, live, old, master = vassal.decide(p["ini_path"], p["ini_content"], p["stats_socket"],
                                                   p["code_changed"], p["config_changed"])
@@ -148,6 +156,8 @@ def main():
                                                                   p["log_file"], p["name"])
     except vassal.VassalError as exc:
         module.fail_json(msg=str(exc), stats=exc.stats, log_tail=exc.log_tail)
+    except deploy_lock.LockError as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
 

@@ -64,6 +64,18 @@ options:
     description: Parallel slow steps; 0 means the host's CPU count.
     type: int
     default: 0
+  migrate_helper:
+    description:
+      - The C(microsvc-migrate) helper that runs Django's migrate under a PostgreSQL advisory lock keyed by the
+        service, after its plan and the service's pre-migrate command (see C(roles/uwsgi_emperor/files/microsvc-migrate)).
+    type: path
+    default: /usr/local/lib/microsvc/microsvc-migrate
+  lock:
+    description:
+      - The deploy lock this run holds (C(run), C(dir), C(lease)), as returned by C(microsvc.deploy.deploy_lock).
+        The call fails before any change when another run holds the lock of one of the services, marks the
+        locks in use while it works and renews their lease.
+    type: dict
 author:
   - microsvc maintainers (@microsvc)
 """
@@ -85,7 +97,8 @@ services:
       C(previous) (the release that served before), C(switched) (whether current moved),
       C(env_changed), C(env_previous) (whether the previous environment is kept for a rollback),
       C(action) (what the vassal did), C(master_pid), C(first_deploy), and for a failed service what
-      its recovery did (C(env_restored), C(rolled_back), C(stopped), C(recovery_error)).
+      its recovery did (C(env_restored), C(rolled_back), C(stopped), C(recovery_error)); for a service
+      that migrated here, C(migrations) (C(pending), C(applied), C(lock), C(plan)).
   returned: always
   type: dict
 timings:
@@ -95,6 +108,7 @@ timings:
 """
 
 import concurrent.futures
+import contextlib
 import io
 import os
 import shutil
@@ -104,9 +118,11 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils import (
+    deploy_lock,
     envfile,
     fsutil,
     layout,
+    migrations,
     paths,
     releases,
     vassal,
@@ -127,6 +143,16 @@ if not callable(app):
 """
 
 
+def django_migrate_argv(svc, helper=migrations.HELPER):
+    """The command (run as the service runs) of a deploy's migrate step: the helper takes the
+    PostgreSQL advisory lock of the service, records the plan, runs the pre-migrate command when
+    there is something to migrate, then Django's migrate."""
+    django = svc.get("django") or {}
+    return migrations.helper_argv("migrate", svc["name"], django["manage"], helper,
+                                  pre_migrate=django.get("pre_migrate"),
+                                  pre_migrate_timeout=django.get("pre_migrate_timeout"))
+
+
 class StepError(Exception):
     def __init__(self, step, msg):
         super().__init__(msg)
@@ -141,6 +167,7 @@ class Deploy:
         p = module.params
         self.root = p["root"]
         self.helper = p["helper"]
+        self.migrate_helper = p["migrate_helper"]
         self.pip = p["pip"] or {}
         self.timeout = p["timeout"]
         self.workers = p["concurrency"] or os.cpu_count() or 2
@@ -259,12 +286,28 @@ class Deploy:
         if proc.returncode != 0:
             raise StepError("check", "the new release does not import: %s" % (proc.stderr or proc.stdout)[-1500:])
 
+    def step_migrate(self, svc):
+        """migrate through the helper; its plan and output go to the service's deploy log."""
+        django = svc["django"]
+        # The helper waits up to an hour for the migration lock, then migrates (up to an hour, as before).
+        timeout = 7200 + int(django.get("pre_migrate_timeout") or 0)
+        code, result, text = migrations.run(self.root, svc["name"], django_migrate_argv(svc, self.migrate_helper),
+                                            release=svc["release"], timeout=timeout, runner=self.helper)
+        result = result or {}
+        self.state[svc["name"]]["migrations"] = dict(
+            pending=result.get("pending") or [], applied=result.get("applied") or [], lock=result.get("lock"),
+            plan=(result.get("plan") or "").strip(), pre_migrate=result.get("pre_migrate"))
+        if code != 0:
+            text += "\nFAILED: %s" % migrations.error_of(code, result, text)
+        migrations.log(svc["root"], fsutil.gid_of(svc["group"]),
+                       "deploy of release %s: migrate%s" % (svc["release"], "" if code == 0 else " FAILED"), text)
+        if code != 0:
+            raise StepError("migrate", "migrate failed: %s" % migrations.error_of(code, result, text))
+
     def step_django(self, svc):
         django = svc.get("django") or {}
         if django.get("migrate"):
-            proc = self.run_as_service(svc, ["python", django["manage"], "migrate", "--noinput"], timeout=3600)
-            if proc.returncode != 0:
-                raise StepError("migrate", "manage.py migrate failed: %s" % (proc.stderr or proc.stdout)[-1500:])
+            self.step_migrate(svc)
         if django.get("collectstatic"):
             proc = self.run_as_service(svc, ["python", django["manage"], "collectstatic", "--noinput"], timeout=1800)
             if proc.returncode != 0:
@@ -343,11 +386,20 @@ def main():
             pip=dict(type="dict", default={}),
             timeout=dict(type="int", default=90),
             concurrency=dict(type="int", default=0),
+            migrate_helper=dict(type="path", default=migrations.HELPER),
+            lock=dict(type="dict"),
         ),
         supports_check_mode=False,
     )
-    deploy = Deploy(module)
-    results = deploy.run()
+    # Work under this run's deploy lock of the services (verified first, renewed while working).
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in module.params["services"]]))
+    except deploy_lock.LockError as exc:
+        module.fail_json(msg=str(exc))
+    with held:
+        deploy = Deploy(module)
+        results = deploy.run()
     module.exit_json(changed=bool(results), services=results, timings=deploy.timings)
 
 

@@ -31,6 +31,11 @@ options:
     description: Seconds to wait for a vassal's workers after a reload.
     type: int
     default: 90
+  lock:
+    description:
+      - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). The call
+        fails before any change when another run holds the lock of one of the services, and renews the lease.
+    type: dict
 author:
   - microsvc maintainers (@microsvc)
 """
@@ -54,10 +59,11 @@ services:
 """
 
 import concurrent.futures
+import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, fsutil, releases, vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, envfile, fsutil, releases, vassal
 
 
 def settle(svc, timeout):
@@ -103,12 +109,19 @@ def main():
         argument_spec=dict(
             services=dict(type="list", elements="dict", required=True),
             timeout=dict(type="int", default=90),
+            lock=dict(type="dict"),
         ),
         supports_check_mode=False,
     )
     results = {}
     services = module.params["services"]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
+    # Work under this run's deploy lock of the services (verified first, renewed while working).
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in services]))
+    except deploy_lock.LockError as exc:
+        module.fail_json(msg=str(exc))
+    with held, concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
         futures = {pool.submit(settle, svc, module.params["timeout"]): svc["name"] for svc in services}
         for future in concurrent.futures.as_completed(futures):
             exc = future.exception()

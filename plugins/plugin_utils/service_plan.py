@@ -30,6 +30,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     NAME_PATTERN,
     AbsPath,
     Anything,
+    Check,
     Int,
     ListOf,
     MapOf,
@@ -110,6 +111,31 @@ ENV_NAME = Str(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "an environment variable name ([
                "at most 128 characters)", 128)
 REGEX = Str(r"[^\x00]*", "a regular expression without control characters, at most 500 characters", 500)
 
+PROGRAM = r"python|[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}"
+ARGUMENT = Str(r"[^\x00]{0,1000}", "one line of at most 1000 characters", 1000)
+
+
+class Command(Check):
+    """A command run without a shell, as a list of arguments (the first names the program)."""
+
+    def __init__(self, max_items=50):
+        self.items = ListOf(ARGUMENT, max_items)
+        self.rule = ("a command as a list of at most %d arguments (no shell), each one line of at most 1000 "
+                     "characters; the first is 'python', a program name (letters, digits and ._+-), an absolute "
+                     "path or a path inside the release, without '.' or '..' segments" % max_items)
+
+    def __call__(self, value):
+        msg = self.items(value)
+        if msg or not value:
+            return msg
+        first = value[0]
+        if re.fullmatch(PROGRAM, first):
+            return None
+        check = AbsPath(4096) if first.startswith("/") else RelPath()
+        msg = check(first)
+        return "item 1 (the program): %s" % msg.replace(check.rule, self.rule) if msg else None
+
+
 # Environment variable names a service may not set: the dynamic loader's (they would reach
 # every process started from the environment), uWSGI's own configuration variables (a
 # reload re-reads them as options), and the names the collection sets itself.
@@ -154,6 +180,8 @@ FIELD_CHECKS = {
     "django.settings": SETTINGS_MODULE,
     "django.manage": RelPath((".py",)),
     "django.static_url": STATIC_URL,
+    "django.pre_migrate": Command(50),
+    "django.pre_migrate_timeout": Int(1, 86400),
     "uwsgi_options": MapOf(Str(r"[a-z0-9][a-z0-9-]{0,63}", "a uWSGI option name", 64), Anything(), 100),
 }
 
