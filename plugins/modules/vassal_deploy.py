@@ -95,6 +95,7 @@ timings:
 """
 
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import subprocess
@@ -143,9 +144,17 @@ class Deploy:
                              "first_deploy": bool(svc.get("first_deploy")), "release": svc["release"]}
                       for name, svc in self.services.items()}
         self.timings = {}
-        self.bundle = tarfile.open(p["bundle"]) if p["bundle"] else None  # noqa: SIM115 - closed at the end of run()
+        self.bundle = p["bundle"]
 
     # -- helpers -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def member(self, name):
+        """One member of the bundle, through a TarFile of its own: the release and virtualenv
+        steps read members from several threads at once, and threads sharing one TarFile share
+        its file position (members came out truncated or another's: "not a gzip file")."""
+        with tarfile.open(self.bundle) as bundle:
+            yield bundle.extractfile(name)
+
     def live(self):
         return [s for name, s in self.services.items() if self.state[name]["ok"]]
 
@@ -192,9 +201,9 @@ class Deploy:
     def step_release(self, svc):
         if not svc.get("archive_member"):
             return
-        member = self.bundle.extractfile(svc["archive_member"])
-        releases.unpack(member, os.path.join(svc["root"], "releases"), svc["release"], fsutil.gid_of(svc["group"]),
-                        svc["venv"], svc.get("marker") or {})
+        with self.member(svc["archive_member"]) as member:
+            releases.unpack(member, os.path.join(svc["root"], "releases"), svc["release"],
+                            fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
 
     def step_venvs(self, services):
         """One build per virtualenv key (concurrently), then each service's own copy."""
@@ -212,7 +221,8 @@ class Deploy:
                 wheelhouse = os.path.join(venvs.cache_dir(self.root), "wheelhouse-" + key)
                 if not os.path.isdir(wheelhouse):
                     os.makedirs(wheelhouse, 0o755)
-                    extract_tar(self.bundle.extractfile(svc["wheelhouse_member"]), wheelhouse)
+                    with self.member(svc["wheelhouse_member"]) as member:
+                        extract_tar(member, wheelhouse)
             try:
                 venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
                             wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
@@ -301,21 +311,17 @@ class Deploy:
 
     # -- the whole batch -----------------------------------------------------------------------
     def run(self):
-        try:
-            self.each("layout", self.step_layout, self.live(), parallel=False)
-            self.each("release", self.step_release, self.live(), parallel=True)
-            self.step_venvs([s for s in self.live() if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]),
-                                                                          s["python_version"])])
-            self.each("environment", self.step_env, self.live(), parallel=False)
-            self.each("check", self.step_check, self.live(), parallel=True)
-            self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
-            self.each("switch", self.step_switch, self.live(), parallel=True)
-            for name, state in self.state.items():
-                if not state["ok"]:
-                    self.recover(self.services[name])
-        finally:
-            if self.bundle is not None:
-                self.bundle.close()
+        self.each("layout", self.step_layout, self.live(), parallel=False)
+        self.each("release", self.step_release, self.live(), parallel=True)
+        self.step_venvs([s for s in self.live() if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]),
+                                                                      s["python_version"])])
+        self.each("environment", self.step_env, self.live(), parallel=False)
+        self.each("check", self.step_check, self.live(), parallel=True)
+        self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
+        self.each("switch", self.step_switch, self.live(), parallel=True)
+        for name, state in self.state.items():
+            if not state["ok"]:
+                self.recover(self.services[name])
         for state in self.state.values():
             if state["ok"]:
                 state["step"] = "switched"
