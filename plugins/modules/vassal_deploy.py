@@ -17,7 +17,8 @@ description:
     it) and collectstatic; then C(current) switched and the vassal started or reloaded, and the
     call waits for its new workers.
   - The slow independent parts (virtualenv builds, imports, Django steps, reload waits) run
-    concurrently, bounded by I(concurrency) (default the host's CPU count).
+    concurrently, bounded by I(concurrency) (default the host's CPU count); vassal starts and
+    reloads by four times as many, since they mostly wait (see I(concurrency)).
   - A service whose step fails is returned to its previous state alone (its environment file put
     back; after a switch, its previous release and environment reloaded) and reported in
     C(results) with the step and the reason; the others go on. The module itself fails only when
@@ -61,7 +62,12 @@ options:
     type: int
     default: 90
   concurrency:
-    description: Parallel slow steps; 0 means the host's CPU count.
+    description:
+      - Parallel slow steps; 0 means the host's CPU count.
+      - Vassal starts and reloads (the switch step) run four times as many at once. Each mostly
+        waits for uWSGI, which acts on a change once per second (the emperor's scan for a new
+        ini, a master's check of its chain-reload file), and a chain reload imports the app in one
+        worker at a time, so four per CPU keep the CPUs busy without piling imports up.
     type: int
     default: 0
 author:
@@ -161,11 +167,11 @@ class Deploy:
     def fail(self, name, step, msg):
         self.state[name].update(ok=False, step=step, msg=str(msg).strip()[-3000:])
 
-    def each(self, step, func, services, parallel):
+    def each(self, step, func, services, parallel, workers=None):
         """Run func(svc) for every live service; a raised error marks only that service."""
         started = time.time()
         if parallel and len(services) > 1:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers or self.workers) as pool:
                 futures = {pool.submit(func, svc): svc["name"] for svc in services}
                 for future in concurrent.futures.as_completed(futures):
                     self._record(step, futures[future], future)
@@ -318,7 +324,7 @@ class Deploy:
         self.each("environment", self.step_env, self.live(), parallel=False)
         self.each("check", self.step_check, self.live(), parallel=True)
         self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
-        self.each("switch", self.step_switch, self.live(), parallel=True)
+        self.each("switch", self.step_switch, self.live(), parallel=True, workers=4 * self.workers)
         for name, state in self.state.items():
             if not state["ok"]:
                 self.recover(self.services[name])
