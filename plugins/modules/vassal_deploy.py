@@ -17,7 +17,8 @@ description:
     it) and collectstatic; then C(current) switched and the vassal started or reloaded, and the
     call waits for its new workers.
   - The slow independent parts (virtualenv builds, imports, Django steps, reload waits) run
-    concurrently, bounded by I(concurrency) (default the host's CPU count).
+    concurrently, bounded by I(concurrency) (default the host's CPU count); vassal starts and
+    reloads by four times as many, since they mostly wait (see I(concurrency)).
   - A service whose step fails is returned to its previous state alone (its environment file put
     back; after a switch, its previous release and environment reloaded) and reported in
     C(results) with the step and the reason; the others go on. The module itself fails only when
@@ -61,7 +62,12 @@ options:
     type: int
     default: 90
   concurrency:
-    description: Parallel slow steps; 0 means the host's CPU count.
+    description:
+      - Parallel slow steps; 0 means the host's CPU count.
+      - Vassal starts and reloads (the switch step) run four times as many at once. Each mostly
+        waits for uWSGI, which acts on a change once per second (the emperor's scan for a new
+        ini, a master's check of its chain-reload file), and a chain reload imports the app in one
+        worker at a time, so four per CPU keep the CPUs busy without piling imports up.
     type: int
     default: 0
   migrate_helper:
@@ -109,7 +115,6 @@ timings:
 
 import concurrent.futures
 import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -182,17 +187,25 @@ class Deploy:
         self.bundle = p["bundle"]
 
     # -- helpers -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def member(self, name):
+        """One member of the bundle, through a TarFile of its own: the release and virtualenv
+        steps read members from several threads at once, and threads sharing one TarFile share
+        its file position (members came out truncated or another's: "not a gzip file")."""
+        with tarfile.open(self.bundle) as bundle:
+            yield bundle.extractfile(name)
+
     def live(self):
         return [s for name, s in self.services.items() if self.state[name]["ok"]]
 
     def fail(self, name, step, msg):
         self.state[name].update(ok=False, step=step, msg=str(msg).strip()[-3000:])
 
-    def each(self, step, func, services, parallel):
+    def each(self, step, func, services, parallel, workers=None):
         """Run func(svc) for every live service; a raised error marks only that service."""
         started = time.time()
         if parallel and len(services) > 1:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers or self.workers) as pool:
                 futures = {pool.submit(func, svc): svc["name"] for svc in services}
                 for future in concurrent.futures.as_completed(futures):
                     self._record(step, futures[future], future)
@@ -225,17 +238,12 @@ class Deploy:
         layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
         layout.ensure_marker(os.path.join(svc["root"], paths.SERVICE_MARKER), svc["name"])
 
-    def member(self, name):
-        """One tarball of the bundle, read whole: the steps that use them run in threads, and a tar
-        file object shared between threads would mix up its reads."""
-        with tarfile.open(self.bundle) as bundle:
-            return io.BytesIO(bundle.extractfile(name).read())
-
     def step_release(self, svc):
         if not svc.get("archive_member"):
             return
-        releases.unpack(self.member(svc["archive_member"]), os.path.join(svc["root"], "releases"), svc["release"],
-                        fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
+        with self.member(svc["archive_member"]) as member:
+            releases.unpack(member, os.path.join(svc["root"], "releases"), svc["release"],
+                            fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
 
     def step_venvs(self, services):
         """One build per virtualenv key (concurrently), then each service's own copy."""
@@ -253,7 +261,8 @@ class Deploy:
                 wheelhouse = os.path.join(venvs.cache_dir(self.root), "wheelhouse-" + key)
                 if not os.path.isdir(wheelhouse):
                     os.makedirs(wheelhouse, 0o755)
-                    extract_tar(self.member(svc["wheelhouse_member"]), wheelhouse)
+                    with self.member(svc["wheelhouse_member"]) as member:
+                        extract_tar(member, wheelhouse)
             try:
                 venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
                             wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
@@ -360,12 +369,12 @@ class Deploy:
     def run(self):
         self.each("layout", self.step_layout, self.live(), parallel=False)
         self.each("release", self.step_release, self.live(), parallel=True)
-        self.step_venvs([s for s in self.live()
-                         if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
+        self.step_venvs([s for s in self.live() if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]),
+                                                                      s["python_version"])])
         self.each("environment", self.step_env, self.live(), parallel=False)
         self.each("check", self.step_check, self.live(), parallel=True)
         self.each("django", self.step_django, [s for s in self.live() if s.get("django")], parallel=True)
-        self.each("switch", self.step_switch, self.live(), parallel=True)
+        self.each("switch", self.step_switch, self.live(), parallel=True, workers=4 * self.workers)
         for name, state in self.state.items():
             if not state["ok"]:
                 self.recover(self.services[name])
