@@ -2,6 +2,7 @@
 #   make demo   deploy the sample services into a local container and show them answering
 #   make test   lint, build, unit tests and every molecule scenario
 #   make bench  benchmarks (not part of make test)
+#   make sanity ansible-test sanity on the built collection (part of make test)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -9,6 +10,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
+# ansible-test installs each sanity test's own requirements; it gets a virtualenv of its own so
+# that they never mix with the tools of $(VENV).
+SANITY_VENV := .venv-sanity
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Scenarios run by `make test`; override to run a subset: make molecule SCENARIOS=default
@@ -19,7 +23,7 @@ EXTRA_IMAGES ?= $(if $(MICROSVC_IMAGE),,microsvc-test/debian:trixie)
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := dist/microsvc-deploy-$(VERSION).tar.gz
 
-.PHONY: help venv images lint build unit molecule test demo demo-clean bench clean
+.PHONY: help venv images lint build sanity unit molecule test demo demo-clean bench clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -50,6 +54,14 @@ build: venv
 	ansible-galaxy collection build --output-path dist .
 	$(BIN)/python tests/check_build.py $(TARBALL)
 
+$(SANITY_VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(SANITY_VENV)
+	$(SANITY_VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep '^ansible-core==' requirements-dev.txt)"
+	touch $@
+
+sanity: build $(SANITY_VENV)/.stamp
+	ANSIBLE_TEST=$(CURDIR)/$(SANITY_VENV)/bin/ansible-test tools/sanity $(TARBALL)
+
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
@@ -58,7 +70,7 @@ molecule: venv images
 	for image in $(EXTRA_IMAGES); do echo "== molecule test -s default on $$image"; \
 		MICROSVC_IMAGE=$$image molecule test -s default; done
 
-test: lint build unit molecule
+test: lint build sanity unit molecule
 
 demo: venv
 	tools/ensure-docker

@@ -9,7 +9,9 @@ project's own test containers), for a fixed maximum duration:
 
 Each worker thread keeps one request in flight over a keep-alive connection, cycling over
 the URLs (with --fresh-connections, a new connection, and for https a new TLS handshake, for
-every request). It stops after --duration seconds or as soon as --stop-file exists. https
+every request); with --rate, the workers together send at most that many requests per second,
+evenly spaced, instead of as many as the server answers. It stops after --duration seconds or as
+soon as --stop-file exists. https
 URLs are verified against --cafile when given, otherwise not verified (a test talks to its
 gateway by address, which its certificate does not name).
 
@@ -74,10 +76,17 @@ def connect(parts, timeout, tls):
     return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
 
 
-def worker(urls, stats, deadline, stop_file, timeout, offset, tls=None, fresh=False):
+def worker(urls, stats, deadline, stop_file, timeout, offset, tls=None, fresh=False, interval=0.0, first=0.0):
     conns = {}
     i = offset
+    due = time.time() + first
     while time.time() < deadline and not (stop_file and os.path.exists(stop_file)):
+        if interval:
+            # Paced: one request per interval; after a slow answer the next one goes at once,
+            # without a burst to catch up.
+            if due > time.time():
+                time.sleep(due - time.time())
+            due = max(due, time.time()) + interval
         url = urls[i % len(urls)]
         i += 1
         parts = urllib.parse.urlsplit(url)
@@ -121,8 +130,11 @@ def main(argv=None):
     parser.add_argument("--output")
     parser.add_argument("--cafile", help="verify https URLs against this CA bundle")
     parser.add_argument("--fresh-connections", action="store_true", help="a new connection for every request")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="at most this many requests per second, all workers together (0: no limit)")
     args = parser.parse_args(argv)
     duration = min(args.duration, 300.0)
+    interval = args.concurrency / args.rate if args.rate > 0 else 0.0
     for url in args.url:
         host = urllib.parse.urlsplit(url).hostname or ""
         if not (host.startswith(("127.", "microsvc-")) or host == "localhost"):
@@ -136,7 +148,8 @@ def main(argv=None):
     deadline = started + duration
     threads = [
         threading.Thread(target=worker, daemon=True,
-                         args=(args.url, stats, deadline, args.stop_file, args.timeout, n, tls, args.fresh_connections))
+                         args=(args.url, stats, deadline, args.stop_file, args.timeout, n, tls, args.fresh_connections,
+                               interval, interval * n / args.concurrency))
         for n in range(args.concurrency)
     ]
     for thread in threads:
@@ -148,7 +161,7 @@ def main(argv=None):
         thread.join()
     elapsed = time.time() - started
     summary = {"elapsed": elapsed, "concurrency": args.concurrency, "fresh_connections": args.fresh_connections,
-               "urls": {}}
+               "rate": args.rate, "urls": {}}
     for url, entry in stats.per_url.items():
         lat = entry["latencies"]
         ok = sum(n for code, n in entry["status"].items() if code.startswith("2"))

@@ -136,6 +136,41 @@ def run_playbook(inventory, playbook="playbooks/site.yml", args=()):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+class Playbook:
+    """A playbook run started in the background (two runs at once, or one to pause): its PID is the
+    run's (the ansible-playbook process a deploy lock names); output goes to a file."""
+
+    def __init__(self, inventory, playbook="playbooks/site.yml", args=(), log=None):
+        env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="yaml")
+        bindir = os.path.dirname(sys.executable)
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        self.log = log or os.path.join(inventory, "run.log")
+        self.handle = open(self.log, "w", encoding="utf-8")  # noqa: SIM115 - closed in wait()
+        cmd = [os.path.join(bindir, "ansible-playbook"), "-i", inventory, os.path.join(PROJECT, playbook)]
+        self.proc = subprocess.Popen(cmd + list(args), cwd=PROJECT, env=env, stdout=self.handle,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.pid = self.proc.pid
+
+    def output(self):
+        with open(self.log, encoding="utf-8") as handle:
+            return handle.read()
+
+    def wait_for_output(self, text, timeout=600):
+        deadline = time.time() + timeout
+        while text not in self.output():
+            assert self.proc.poll() is None, "the run ended before printing %r:\n%s" % (text, self.output())
+            assert time.time() < deadline, "no %r in the run's output after %ds" % (text, timeout)
+            time.sleep(0.2)
+
+    def wait(self, timeout=900):
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.handle.close()
+        return self.proc.returncode, self.output()
+
+
 def recap_changed(output):
     """changed= of the PLAY RECAP line."""
     match = re.search(r"changed=(\d+)", output.split("PLAY RECAP")[-1])

@@ -13,15 +13,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import cache_root
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, pip_download_packed
 
 # A pinned requirement: name==version, nothing else (no URL, no option, no marker).
 PINNED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}==[0-9][A-Za-z0-9.+!_-]{0,49}")
@@ -51,10 +48,8 @@ class ActionModule(ActionBase):
         result.update(changed=False, archive=archive)
         if os.path.exists(archive):
             return result
-        os.makedirs(cache, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=".partial-", dir=cache)
-        try:
-            dest = os.path.join(work, "sdist")
+
+        def commands(_work, dest):
             base = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", dest]
             if index_url:
                 base += ["--index-url", index_url]
@@ -62,17 +57,13 @@ class ActionModule(ActionBase):
             if build:
                 # Pure-Python wheels: any host Python the pins support can use them.
                 steps.append(base + ["--only-binary=:all:"] + build)
-            for cmd in steps:
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if proc.returncode != 0:
-                    raise AnsibleActionFail("pip download of %s failed:\n%s"
-                                            % (" ".join(cmd[cmd.index(dest) + 1:]), (proc.stderr or proc.stdout)[-3000:]))
-            fd, partial = tempfile.mkstemp(prefix=".partial-", dir=cache)
-            os.close(fd)
-            with tarfile.open(partial, "w:gz") as tar:
-                tar.add(dest, arcname="sdist")
-            os.replace(partial, archive)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            return steps
+
+        try:
+            pip_download_packed(cache, archive, "sdist", commands,
+                                lambda cmd, out: "pip download of %s failed:\n%s"
+                                % (" ".join(cmd[cmd.index("--dest") + 2:]), out))
+        except WheelhouseError as exc:
+            raise AnsibleActionFail(str(exc)) from None
         result.update(changed=True)
         return result

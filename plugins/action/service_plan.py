@@ -37,9 +37,13 @@ except ImportError:  # pragma: no cover - other ansible-core versions: inline va
     Origin = TrustedAsTemplate = None
 
 
-def from_vault(value, _encrypted_files={}):  # noqa: B006 - a cache on purpose
+_ENCRYPTED_FILES = {}
+
+
+def from_vault(value):
     """Whether an inventory value came from ansible-vault: an inline !vault value (or a template
     that returned one unchanged), or any value of a vault-encrypted vars file."""
+    _encrypted_files = _ENCRYPTED_FILES
     if VaultHelper.get_ciphertext(value, with_tags=False):
         return True
     origin = Origin.get_tag(value) if Origin is not None else None

@@ -8,7 +8,7 @@ Task arguments:
   migrate:     names of the services whose once-per-rollout release commands (Django's migrate
                among them) run on this host
   env_template: template of the environment file (rendered here; never in the result)
-  root, helper, pip (source, index_url, extra_args), timeout, concurrency: see the module
+  root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock: see the module
   cache_dir:   controller cache for wheelhouses
   architecture: the host's (for wheelhouses)
 
@@ -30,11 +30,6 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Rend
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
 
 
-def django_migrate_argv(svc):
-    """The command of Django's migrations (a release command, once per rollout)."""
-    return ["python", svc["django"]["manage"], "migrate", "--noinput"]
-
-
 def django_collectstatic_argv(svc):
     return ["python", svc["django"]["manage"], "collectstatic", "--noinput"]
 
@@ -49,7 +44,9 @@ def release_commands(svc, migrate):
     out = []
     django = svc.get("django")
     if django and django.get("migrate") and here:
-        out.append(dict(name="migrate", argv=django_migrate_argv(svc), timeout=3600, step="migrate",
+        # The host builds its command (microsvc-migrate: the PostgreSQL advisory lock, the plan, the
+        # pre-migrate command; see django_migrate_argv in the module) from the service's django fields.
+        out.append(dict(name="migrate", kind="migrate", argv=[], timeout=7200, step="migrate",
                         label="manage.py migrate"))
     if django and django.get("collectstatic"):
         out.append(dict(name="collectstatic", argv=django_collectstatic_argv(svc), timeout=1800, step="collectstatic",
@@ -65,6 +62,7 @@ def release_commands(svc, migrate):
 
 def module_service(work, svc, migrate):
     """What the module needs to deploy one service (no secrets)."""
+    django = svc.get("django")
     return dict(
         name=svc["name"], user=svc["user"], group=svc["group"], root=svc["root"], env_file=svc["env_file"],
         release=work["release"], venv=work["venv"], python=work["python"],
@@ -75,6 +73,10 @@ def module_service(work, svc, migrate):
         keep_releases=svc["keep_releases"], first_deploy=bool(work.get("first_deploy")),
         marker={"service": svc["name"], "source": work.get("source"), "revision": work.get("revision")},
         check={"module": svc.get("module") or "", "wsgi_file": svc.get("wsgi_file") or ""},
+        django=None if not django else {
+            "manage": django["manage"], "migrate": bool(django["migrate"]) and svc["name"] in migrate,
+            "collectstatic": bool(django["collectstatic"]), "pre_migrate": list(django.get("pre_migrate") or []),
+            "pre_migrate_timeout": django.get("pre_migrate_timeout")},
         release_commands=[] if work.get("units_only") else release_commands(svc, migrate),
         units_only=bool(work.get("units_only")),
         archive_member=None if work.get("release_present") else "releases/%s.tar.gz" % svc["name"],
@@ -117,7 +119,8 @@ class ActionModule(ActionBase):
             env[svc["name"]] = renderer.render(args["env_template"], extra_vars={"__uwsgi_vassal_svc": svc})
 
         module_args = dict(services=services, env=env, root=args["root"], helper=args.get("helper"),
-                           pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0))
+                           pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0),
+                           migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None)
         module_args = {k: v for k, v in module_args.items() if v is not None}
         bundle_local = tmp_dir = None
         try:

@@ -32,6 +32,7 @@ import re
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.module_utils import units
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path, service_paths
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import NAME_PATTERN
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
@@ -69,8 +70,78 @@ def render_units(renderer, svc, once_here, templates=None):
     return dict(files=files, workers=workers, timers=timers, log_dir=svc["log_dir"])
 
 
+def unit_digests(rendered):
+    """What the probe compares with the host: each unit file's digest, the worker instances, the timers."""
+    return dict(files={n: _sha1(c) for n, c in rendered["files"].items()},
+                instances=[i for w in rendered["workers"] for i in w["instances"]], timers=rendered["timers"])
+
+
+def python_problem(svc, state, plugin_python, default_python):
+    """Why a service's interpreter cannot run under this uWSGI, or None."""
+    version = state.get("python_version")
+    python = svc["python"] or default_python
+    if not version:
+        return ("service '%s': field 'python': %s does not run on the host, or is not owned by root and "
+                "closed to others" % (svc["name"], python))
+    if plugin_python and version.split(".")[:2] != plugin_python.split(".")[:2]:
+        return ("service '%s': field 'python': %s is Python %s but the uWSGI plugin runs Python %s; the vassal "
+                "would die at start" % (svc["name"], python, version, plugin_python))
+    return None
+
+
+def work_entry(wanted, state, force):
+    """The deploy's description of one service that differs from the host, or None."""
+    reasons = list(state["needs"]) or (["forced"] if force else [])
+    # Only the workers' or schedules' units differ: the deploy leaves the release, the import check
+    # and the release commands alone.
+    units_only = not reasons and bool(state.get("unit_needs"))
+    reasons += list(state.get("unit_needs") or [])
+    if not reasons:
+        return None
+    return dict(wanted, reasons=reasons, units_only=units_only, previous=state.get("current"), running=state.get("running"),
+                ini_changed=not state.get("ini_match"), first_deploy=not state.get("ini_present"),
+                venv_present=state.get("venv_present"), release_present=state.get("release_present"),
+                user_present=state.get("user"), history=state.get("history"),
+                python_version=state.get("python_version"))
+
+
+def removals(probed, absent, vassals_dir, root):
+    """Services to remove: absent ones with leftovers, and vassals of services no longer listed."""
+    by_name = {s["name"]: s for s in absent}
+    out = []
+    for name in probed.get("absent_leftovers", []):
+        svc = by_name[name]
+        out.append(dict(name=name, purge=svc["purge"], reason="state absent", root=svc["root"], socket=svc["socket"],
+                        stats_socket=svc["stats_socket"], ini_path=ini_path(vassals_dir, name)))
+    for name in probed.get("unlisted", []):
+        if re.fullmatch(NAME_PATTERN, name) and name not in by_name:
+            paths = service_paths(root, name)
+            out.append(dict(name=name, purge=False, reason="no longer listed", root=paths["root"],
+                            socket=paths["socket"], stats_socket=paths["stats_socket"],
+                            ini_path=ini_path(vassals_dir, name)))
+    return out
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
+
+    def wanted(self, svc, renderer, default_python, once_here):
+        """The state a service should have on the host, computed on the controller: release id and
+        virtualenv key (from the plan's inspected source), rendered vassal ini, environment and the
+        units of its workers and schedules (``once_here``: this host runs the service's schedules)."""
+        args = self._task.args
+        artifact = svc.get("artifact")
+        if not artifact:
+            raise AnsibleActionFail("service '%s': its source was not prepared by the plan (run site.yml)"
+                                    % svc["name"])
+        venv = venv_key(svc["python"] or default_python, artifact["requirements"])
+        svc_vars = {"__uwsgi_vassal_svc": svc}
+        ini = renderer.render(args["ini_template"], extra_vars=svc_vars)
+        env = renderer.render(args["env_template"], extra_vars=svc_vars)
+        return dict(artifact, venv=venv, release=release_id(artifact["digest"], venv), name=svc["name"],
+                    python=svc["python"] or default_python, ini_path=ini_path(args["vassals_dir"], svc["name"]),
+                    ini_content=ini, ini_sha1=_sha1(ini), env_sha1=_sha1(env),
+                    units=render_units(renderer, svc, once_here, args.get("unit_templates")))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -81,125 +152,35 @@ class ActionModule(ActionBase):
         renderer = Renderer(self, task_vars)
         default_python = args.get("default_python") or "/usr/bin/python3"
         once_here = set(args.get("once_here") or [])
-        wanted = {}
-        errors = []
-        for svc in services:
-            # The plan fetched, inspected and repacked the source on the controller.
-            artifact = svc.get("artifact")
-            if not artifact:
-                errors.append("service '%s': its source was not prepared by the plan (run site.yml)" % svc["name"])
-                continue
-            venv = venv_key(svc["python"] or default_python, artifact["requirements"])
-            rel = dict(artifact, venv=venv, release=release_id(artifact["digest"], venv))
-            svc_vars = {"__uwsgi_vassal_svc": svc}
-            ini = renderer.render(args["ini_template"], extra_vars=svc_vars)
-            env = renderer.render(args["env_template"], extra_vars=svc_vars)
-            ini_path = "%s/%s.ini" % (vassals_dir, svc["name"])
-            wanted[svc["name"]] = dict(
-                rel,
-                name=svc["name"],
-                python=svc["python"] or default_python,
-                ini_path=ini_path,
-                ini_content=ini,
-                ini_sha1=_sha1(ini),
-                env_sha1=_sha1(env),
-                units=render_units(renderer, svc, svc["name"] in once_here, args.get("unit_templates")),
-            )
-        if errors:
-            raise AnsibleActionFail("Cannot deploy; no service was changed.\n- " + "\n- ".join(errors))
-
+        wanted = {svc["name"]: self.wanted(svc, renderer, default_python, svc["name"] in once_here)
+                  for svc in services}
         probe_args = dict(
             vassals_dir=vassals_dir,
             uwsgi=dict(args.get("uwsgi") or {}),
             listed=list(args.get("listed") or []),
-            services=[
-                dict(
-                    name=s["name"], root=s["root"], user=s["user"], python=s["python"] or default_python,
-                    release=wanted[s["name"]]["release"], venv=wanted[s["name"]]["venv"],
-                    ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
-                    env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
-                    stats_socket=s["stats_socket"],
-                    units=dict(files={n: _sha1(c) for n, c in wanted[s["name"]]["units"]["files"].items()},
-                               instances=[i for w in wanted[s["name"]]["units"]["workers"] for i in w["instances"]],
-                               timers=wanted[s["name"]]["units"]["timers"]),
-                )
-                for s in services
-            ],
-            absent=[
-                dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
-                     ini_path="%s/%s.ini" % (vassals_dir, s["name"]))
-                for s in absent
-            ],
+            services=[dict(name=s["name"], root=s["root"], user=s["user"], python=wanted[s["name"]]["python"],
+                           release=wanted[s["name"]]["release"], venv=wanted[s["name"]]["venv"],
+                           ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
+                           env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
+                           stats_socket=s["stats_socket"], units=unit_digests(wanted[s["name"]]["units"]))
+                      for s in services],
+            absent=[dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
+                         ini_path=ini_path(vassals_dir, s["name"])) for s in absent],
         )
-        probed = self._execute_module(
-            module_name="microsvc.deploy.vassal_probe", module_args=probe_args, task_vars=task_vars
-        )
+        probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
+                                      task_vars=task_vars)
         if probed.get("failed"):
             result.update(probed)
             return result
-
         plugin_python = str(probed.get("plugin_python") or args.get("plugin_python") or "")
-        work, mismatched = [], []
-        for svc in services:
-            state = probed["services"][svc["name"]]
-            version = state.get("python_version")
-            if plugin_python and version and version.split(".")[:2] != plugin_python.split(".")[:2]:
-                mismatched.append(
-                    "service '%s': field 'python': %s is Python %s but the uWSGI plugin runs Python %s; "
-                    "the vassal would die at start" % (svc["name"], svc["python"] or default_python, version,
-                                                       plugin_python)
-                )
-            elif not version:
-                mismatched.append(
-                    "service '%s': field 'python': %s does not run on the host, or is not owned by root and "
-                    "closed to others" % (svc["name"], svc["python"] or default_python)
-                )
-            reasons = list(state["needs"])
-            if args.get("force") and not reasons:
-                reasons = ["forced"]
-            # Only the workers' or schedules' units differ: the deploy leaves the release, the
-            # import check and the release commands alone.
-            units_only = not reasons and bool(state.get("unit_needs"))
-            reasons += list(state.get("unit_needs") or [])
-            if reasons:
-                entry = dict(wanted[svc["name"]])
-                entry.update(
-                    reasons=reasons,
-                    units_only=units_only,
-                    previous=state.get("current"),
-                    running=state.get("running"),
-                    ini_changed=not state.get("ini_match"),
-                    first_deploy=not state.get("ini_present"),
-                    venv_present=state.get("venv_present"),
-                    release_present=state.get("release_present"),
-                    user_present=state.get("user"),
-                    history=state.get("history"),
-                    python_version=version,
-                )
-                work.append(entry)
-        if mismatched:
-            raise AnsibleActionFail("Python versions do not match; no service was changed.\n- " + "\n- ".join(mismatched))
-
-        remove = []
-        by_name = {s["name"]: s for s in absent}
-        root = args.get("root") or "/opt/www"
-        for name in probed.get("absent_leftovers", []):
-            svc = by_name[name]
-            remove.append(dict(name=name, purge=svc["purge"], reason="state absent", root=svc["root"],
-                               socket=svc["socket"], stats_socket=svc["stats_socket"],
-                               ini_path="%s/%s.ini" % (vassals_dir, name)))
-        for name in probed.get("unlisted", []):
-            if re.fullmatch(NAME_PATTERN, name) and name not in by_name:
-                base = "%s/%s" % (root.rstrip("/"), name)
-                remove.append(dict(name=name, purge=False, reason="no longer listed", root=base,
-                                   socket=base + "/uwsgi.sock", stats_socket=base + "/run/stats.sock",
-                                   ini_path="%s/%s.ini" % (vassals_dir, name)))
-
-        result.update(
-            changed=False,
-            work=work,
-            remove=remove,
-            state=probed["services"],
-            msg="%d of %d services need a deploy, %d to remove" % (len(work), len(services), len(remove)),
-        )
+        problems = [python_problem(svc, probed["services"][svc["name"]], plugin_python, default_python)
+                    for svc in services]
+        problems = [p for p in problems if p]
+        if problems:
+            raise AnsibleActionFail("Python versions do not match; no service was changed.\n- " + "\n- ".join(problems))
+        work = [work_entry(wanted[svc["name"]], probed["services"][svc["name"]], args.get("force")) for svc in services]
+        work = [w for w in work if w]
+        remove = removals(probed, absent, vassals_dir, args.get("root") or "/opt/www")
+        result.update(changed=False, work=work, remove=remove, state=probed["services"],
+                      msg="%d of %d services need a deploy, %d to remove" % (len(work), len(services), len(remove)))
         return result

@@ -9,6 +9,8 @@ what serves again."""
 
 from __future__ import annotations
 
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path
+
 
 def _verdict(name, rehealth):
     check = (rehealth or {}).get(name)
@@ -24,6 +26,15 @@ def _seen(check):
         body = (check.get("body") or "").strip().replace("\n", " ")
         return "HTTP %s%s" % (check["status"], ": " + body[:200] if body else "")
     return check.get("error") or "no answer"
+
+
+def _migrations_note(state):
+    """Migrations that this deploy applied stay applied when its service goes back: name them."""
+    applied = ((state.get("migrations") or {}).get("applied")) or []
+    if not applied:
+        return ""
+    return " Migrations this deploy applied stay applied in the database (it is not migrated back): %s." % (
+        ", ".join(applied))
 
 
 def deploy_report(deployed, health=None, settled=None, rehealth=None):
@@ -51,7 +62,7 @@ def deploy_report(deployed, health=None, settled=None, rehealth=None):
                 text += " This was the service's first release; it never went live and has no route."
             if state.get("recovery_error"):
                 text += " Returning to the previous state failed too: %s." % state["recovery_error"]
-            messages.append(text + " Other services were not touched.")
+            messages.append(text + _migrations_note(state) + " Other services were not touched.")
             continue
         check = (health or {}).get(name)
         settle = (settled or {}).get(name) or {}
@@ -81,7 +92,7 @@ def deploy_report(deployed, health=None, settled=None, rehealth=None):
             text += " Rolled back to release %s%s%s." % (
                 state.get("previous"), " and its environment" if settle.get("env_restored") else "",
                 _verdict(name, rehealth))
-        messages.append(text + " Other services were not touched.")
+        messages.append(text + _migrations_note(state) + " Other services were not touched.")
     return messages
 
 
@@ -118,7 +129,7 @@ def switched(deployed):
 
 def _vassal_fields(svc, vassals_dir):
     return dict(name=svc["name"], root=svc["root"], group=svc["group"], env_file=svc["env_file"],
-                ini_path="%s/%s.ini" % (vassals_dir.rstrip("/"), svc["name"]), stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
+                ini_path=ini_path(vassals_dir, svc["name"]), stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
                 log_file=svc["log_dir"] + "/uwsgi.log", log_dir=svc["log_dir"],
                 remove_sockets=[svc["stats_socket"], svc["socket"]])
 

@@ -20,14 +20,14 @@ def names(text):
 
 
 def plan(path, state, content=None):
-    """(writes, removes, previous kept afterwards, unset names) for one state:
-    present (write content, keep the previous), restored (put the previous back), settled
-    (forget the previous)."""
+    """(writes, removes, previous kept afterwards, unset names) for one step of a deploy:
+    stage (write the new content, keep the previous), restore (the deploy failed: put the previous
+    back), forget (the deploy succeeded: drop the previous)."""
     previous_path, unset_path = path + ".previous", path + ".unset"
     current, kept, unset_text = read_text(path), read_text(previous_path), read_text(unset_path)
     listed = names(unset_text)
     writes = []  # (path, text) in order; the environment file itself last
-    if state == "present":
+    if state == "stage":
         if current != content:
             if current is not None:
                 writes.append((previous_path, current))
@@ -37,11 +37,11 @@ def plan(path, state, content=None):
             writes.append((path, content))
         elif unset_text is None:
             writes.append((unset_path, ""))
-    elif state == "restored" and kept is not None:
+    elif state == "restore" and kept is not None:
         listed = (listed | names(current)) - names(kept)
         writes.append((unset_path, "".join(n + "\n" for n in sorted(listed))))
         writes.append((path, kept))
-    removes = [previous_path] if kept is not None and state in ("restored", "settled") else []
+    removes = [previous_path] if kept is not None and state in ("restore", "forget") else []
     return writes, removes, kept is not None and not removes, sorted(listed)
 
 

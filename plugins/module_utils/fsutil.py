@@ -22,6 +22,31 @@ def read_text(path):
         return None
 
 
+def read_bytes(path):
+    """A file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def mode_of(path):
+    """A path's permission bits, or None when it does not exist."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def user_exists(name):
+    return user(name) is not None
+
+
+def group_exists(name):
+    return group(name) is not None
+
+
 def read_json(path):
     """A JSON file's data, or None when it does not exist or is not JSON."""
     text = read_text(path)
@@ -32,11 +57,8 @@ def read_json(path):
 
 
 def sha1_of(path):
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha1(handle.read()).hexdigest()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    data = read_bytes(path)
+    return None if data is None else hashlib.sha1(data).hexdigest()
 
 
 def user(name):

@@ -10,8 +10,6 @@ import subprocess
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.accounts import classify, register
 
-SERVICE_MARKER = ".microsvc-service"
-
 
 class LayoutError(Exception):
     pass

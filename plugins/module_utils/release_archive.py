@@ -243,7 +243,7 @@ def extract(entries, dest, read):
                     break
                 out.write(block)
         os.chmod(path, mode)
-    for dirpath, dirnames, _ in os.walk(dest):
+    for dirpath, dirnames, _files in os.walk(dest):
         for d in dirnames:
             full = os.path.join(dirpath, d)
             if not os.path.islink(full):

@@ -11,9 +11,9 @@ import tempfile
 
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import HISTORY
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import RELEASE_MARKER as MARKER
 from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
-
-MARKER = ".microsvc-release"
 
 
 class ReleaseError(Exception):
@@ -55,7 +55,7 @@ def unpack(archive, releases, release, gid, venv, marker):
 
 
 def history(releases):
-    data = fsutil.read_json(os.path.join(releases, ".history"))
+    data = fsutil.read_json(os.path.join(releases, HISTORY))
     return [str(x) for x in data] if isinstance(data, list) else []
 
 
@@ -122,7 +122,7 @@ def apply_switch(root, plan):
     """Carry out plan_switch's plan: the link swap is atomic; history and pruning follow."""
     if plan["previous"] != plan["current"]:
         _swap(os.path.join(root, "current"), os.path.join("releases", plan["current"]))
-    write_atomic(os.path.join(root, "releases", ".history"), json.dumps(plan["history"]))
+    write_atomic(os.path.join(root, "releases", HISTORY), json.dumps(plan["history"]))
     for entry in plan["pruned_releases"]:
         shutil.rmtree(os.path.join(root, "releases", entry), ignore_errors=True)
     for entry in plan["pruned_venvs"]:

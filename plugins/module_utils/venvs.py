@@ -27,8 +27,8 @@ import tempfile
 
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import VENV_MARKER as MARKER
 
-MARKER = ".microsvc-venv"
 BUILD_USER = "microsvc-build"
 
 

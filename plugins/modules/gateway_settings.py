@@ -19,7 +19,7 @@ options:
     type: dict
     required: true
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""

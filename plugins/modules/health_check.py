@@ -33,7 +33,7 @@ options:
     type: int
     default: 16
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""

@@ -34,7 +34,7 @@ options:
     type: path
     default: /var/lib/microsvc/accounts
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -123,9 +123,9 @@ def main():
     facts = {}
     facts.update(PlatformFactCollector().collect(module=module))
     facts.update(DistributionFactCollector().collect(module=module, collected_facts=facts))
-    facts = {k: v for k, v in facts.items() if k in ("distribution", "distribution_version", "distribution_release",
-                                                      "distribution_major_version", "os_family", "architecture",
-                                                      "system", "machine")}
+    wanted = ("distribution", "distribution_version", "distribution_release", "distribution_major_version",
+              "os_family", "architecture", "system", "machine")
+    facts = {k: v for k, v in facts.items() if k in wanted}
     facts["microsvc_host"] = {
         "packages": packages(),
         "units": {name: unit_state(name) for name in p["units"]},

@@ -66,7 +66,7 @@ options:
     type: str
     default: .distro
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -101,6 +101,7 @@ import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
 MARKER = "microsvc"
@@ -113,29 +114,116 @@ def _rel_ok(path):
     return norm != ".." and not norm.startswith("../") and norm != "."
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def _mode(path):
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        return None
-
-
 def _walk_files(root, rel_dir):
     base = os.path.join(root, rel_dir)
     found = []
     for dirpath, _dirs, names in os.walk(base):
         for name in names:
-            full = os.path.join(dirpath, name)
-            found.append(os.path.relpath(full, root))
+            found.append(os.path.relpath(os.path.join(dirpath, name), root))
     return found
+
+
+def wanted_files(module):
+    """relative path -> (content bytes, mode, secret), every path checked to stay inside the
+    configuration directory, in the main file or an owned directory."""
+    p = module.params
+    wanted = {rel: (str(content).encode("utf-8"), 0o644, False) for rel, content in p["files"].items()}
+    wanted.update({rel: (str(content).encode("utf-8"), 0o600, True) for rel, content in p["secret_files"].items()})
+    for rel in list(wanted) + list(p["owned_dirs"]) + list(p["absent_files"]) + [p["main_file"]]:
+        if not _rel_ok(rel):
+            module.fail_json(msg="%r must be a relative path inside %s" % (rel, p["conf_dir"]))
+    owned = [os.path.normpath(d) for d in p["owned_dirs"]]
+    for rel in wanted:
+        inside = any(os.path.normpath(rel).startswith(d + "/") for d in owned)
+        if os.path.normpath(rel) != os.path.normpath(p["main_file"]) and not inside:
+            module.fail_json(msg="%r is neither the main file nor inside an owned directory %s" % (rel, owned))
+    return wanted, owned
+
+
+def differences(module, conf_dir, wanted):
+    """(files whose content or mode differs, their diffs; secrets are never shown)."""
+    changed, diffs = [], []
+    for rel in sorted(wanted):
+        data, mode, secret = wanted[rel]
+        live_path = os.path.join(conf_dir, rel)
+        live = fsutil.read_bytes(live_path)
+        if live == data and fsutil.mode_of(live_path) == mode:
+            continue
+        changed.append(rel)
+        if not module._diff:
+            continue
+        if secret:
+            diffs.append(dict(before_header=live_path, after_header=live_path,
+                              before="(secret content hidden)\n" if live is not None else "",
+                              after="(secret content hidden, changed)\n"))
+        else:
+            diffs.append(dict(before_header=live_path if live is not None else "%s (absent)" % live_path,
+                              after_header=live_path, before=(live or b"").decode("utf-8", "replace"),
+                              after=data.decode("utf-8", "replace")))
+    return changed, diffs
+
+
+def stale_files(module, conf_dir, owned, wanted):
+    """Files of the owned directories that no longer are wanted, and the absent_files still there
+    (with their diffs)."""
+    stale = [rel for rel_dir in owned for rel in _walk_files(conf_dir, rel_dir) if rel not in wanted]
+    stale += [rel for rel in module.params["absent_files"] if os.path.lexists(os.path.join(conf_dir, rel))]
+    stale = sorted(set(stale))
+    diffs = []
+    if module._diff:
+        for rel in stale:
+            live_path = os.path.join(conf_dir, rel)
+            before = fsutil.read_bytes(live_path) if not os.path.islink(live_path) else b"(symlink)\n"
+            diffs.append(dict(before_header=live_path, after_header="%s (removed)" % live_path,
+                              before=(before or b"").decode("utf-8", "replace"), after=""))
+    return stale, diffs
+
+
+def test_staged(module, conf_dir, wanted, stale, result):
+    """Copy the live tree, apply the change to the copy and run nginx -t on it; fail with nginx's
+    error, leaving the live tree alone, when it does not pass."""
+    p = module.params
+    nginx = module.get_bin_path(p["nginx_binary"]) if not os.path.isabs(p["nginx_binary"]) else p["nginx_binary"]
+    if not (nginx and os.path.exists(nginx) and os.path.isdir(conf_dir)):
+        module.warn("nginx is not installed yet: the new configuration could not be tested")
+        return
+    os.makedirs(p["staging_parent"], mode=0o700, exist_ok=True)
+    stage_root = tempfile.mkdtemp(prefix="nginx-staging-", dir=p["staging_parent"])
+    staged = os.path.join(stage_root, os.path.basename(conf_dir.rstrip("/")) or "conf")
+    try:
+        shutil.copytree(conf_dir, staged, symlinks=True)
+        for rel in stale:
+            if os.path.lexists(os.path.join(staged, rel)):
+                os.unlink(os.path.join(staged, rel))
+        for rel, (data, mode, _secret) in wanted.items():
+            write_atomic(os.path.join(staged, rel), data, mode, makedirs=True)
+        rc, out, err = module.run_command([nginx, "-t", "-q", "-c", os.path.join(staged, p["main_file"])])
+        result["tested"] = True
+        if rc != 0:
+            text = (err or out).replace(staged, conf_dir)
+            module.fail_json(msg="nginx -t rejected the new configuration; the live configuration was not changed."
+                             "\n%s" % text.strip(), rc=rc, stderr=text,
+                             **{k: v for k, v in result.items() if k != "changed"})
+    finally:
+        shutil.rmtree(stage_root, ignore_errors=True)
+
+
+def install(module, conf_dir, wanted, changed, stale, result):
+    """Every changed file atomically (the distribution's main file kept once), then the stale ones go."""
+    p = module.params
+    main_live = os.path.join(conf_dir, p["main_file"])
+    if p["backup_suffix"] and p["main_file"] in changed:
+        current = fsutil.read_bytes(main_live)
+        backup = main_live + p["backup_suffix"]
+        if current is not None and MARKER.encode() not in current and not os.path.exists(backup):
+            shutil.copy2(main_live, backup)
+            result["backup_file"] = backup
+    for rel in changed:
+        data, mode, _secret = wanted[rel]
+        write_atomic(os.path.join(conf_dir, rel), data, mode, makedirs=True)
+    for rel in stale:
+        if os.path.lexists(os.path.join(conf_dir, rel)):
+            os.unlink(os.path.join(conf_dir, rel))
 
 
 def main():
@@ -153,116 +241,18 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    conf_dir = p["conf_dir"]
-    wanted = {}
-    for rel, content in p["files"].items():
-        wanted[rel] = (str(content).encode("utf-8"), 0o644, False)
-    for rel, content in p["secret_files"].items():
-        wanted[rel] = (str(content).encode("utf-8"), 0o600, True)
-    for rel in list(wanted) + list(p["owned_dirs"]) + list(p["absent_files"]) + [p["main_file"]]:
-        if not _rel_ok(rel):
-            module.fail_json(msg="%r must be a relative path inside %s" % (rel, conf_dir))
-    owned = [os.path.normpath(d) for d in p["owned_dirs"]]
-    for rel in wanted:
-        if os.path.normpath(rel) != os.path.normpath(p["main_file"]) and not any(
-            os.path.normpath(rel).startswith(d + "/") for d in owned
-        ):
-            module.fail_json(msg="%r is neither the main file nor inside an owned directory %s" % (rel, owned))
-
-    # What differs from the live configuration?
-    changed_files, diffs = [], []
-    for rel in sorted(wanted):
-        data, mode, secret = wanted[rel]
-        live_path = os.path.join(conf_dir, rel)
-        live = _read(live_path)
-        if live != data or _mode(live_path) != mode:
-            changed_files.append(rel)
-            if module._diff and not secret:
-                diffs.append(
-                    dict(
-                        before_header=live_path if live is not None else "%s (absent)" % live_path,
-                        after_header=live_path,
-                        before=(live or b"").decode("utf-8", "replace"),
-                        after=data.decode("utf-8", "replace"),
-                    )
-                )
-            elif module._diff:
-                diffs.append(dict(before_header=live_path, after_header=live_path,
-                                  before="(secret content hidden)\n" if live is not None else "",
-                                  after="(secret content hidden, changed)\n"))
-    stale = []
-    for rel_dir in owned:
-        for rel in _walk_files(conf_dir, rel_dir):
-            if rel not in wanted and os.path.basename(rel) not in (".", ".."):
-                stale.append(rel)
-    for rel in p["absent_files"]:
-        if os.path.lexists(os.path.join(conf_dir, rel)):
-            stale.append(rel)
-    stale = sorted(set(stale))
-    if module._diff:
-        for rel in stale:
-            live_path = os.path.join(conf_dir, rel)
-            before = _read(live_path) if not os.path.islink(live_path) else b"(symlink)\n"
-            diffs.append(dict(before_header=live_path, after_header="%s (removed)" % live_path,
-                              before=(before or b"").decode("utf-8", "replace"), after=""))
-
-    result = dict(changed=False, changed_files=changed_files, removed_files=stale, tested=False)
-    if not changed_files and not stale:
+    conf_dir = module.params["conf_dir"]
+    wanted, owned = wanted_files(module)
+    changed, diffs = differences(module, conf_dir, wanted)
+    stale, stale_diffs = stale_files(module, conf_dir, owned, wanted)
+    result = dict(changed=bool(changed or stale), changed_files=changed, removed_files=stale, tested=False)
+    if not result["changed"]:
         module.exit_json(**result)
-    result["changed"] = True
     if module._diff:
-        result["diff"] = diffs
-
-    # Stage the complete new tree and test it.
-    nginx = module.get_bin_path(p["nginx_binary"]) if not os.path.isabs(p["nginx_binary"]) else p["nginx_binary"]
-    if nginx and os.path.exists(nginx) and os.path.isdir(conf_dir):
-        os.makedirs(p["staging_parent"], mode=0o700, exist_ok=True)
-        stage_root = tempfile.mkdtemp(prefix="nginx-staging-", dir=p["staging_parent"])
-        staged = os.path.join(stage_root, os.path.basename(conf_dir.rstrip("/")) or "conf")
-        try:
-            shutil.copytree(conf_dir, staged, symlinks=True)
-            for rel in stale:
-                path = os.path.join(staged, rel)
-                if os.path.lexists(path):
-                    os.unlink(path)
-            for rel, (data, mode, _secret) in wanted.items():
-                write_atomic(os.path.join(staged, rel), data, mode, makedirs=True)
-            cmd = [nginx, "-t", "-q", "-c", os.path.join(staged, p["main_file"])]
-            rc, out, err = module.run_command(cmd)
-            result["tested"] = True
-            if rc != 0:
-                text = (err or out).replace(staged, conf_dir)
-                module.fail_json(
-                    msg="nginx -t rejected the new configuration; the live configuration was not changed.\n%s"
-                    % text.strip(),
-                    rc=rc,
-                    stderr=text,
-                    **{k: v for k, v in result.items() if k != "changed"}
-                )
-        finally:
-            shutil.rmtree(stage_root, ignore_errors=True)
-    else:
-        module.warn("nginx is not installed yet: the new configuration could not be tested")
-
-    if module.check_mode:
-        module.exit_json(**result)
-
-    # Swap: install every changed file atomically, then drop stale ones.
-    main_live = os.path.join(conf_dir, p["main_file"])
-    if p["backup_suffix"] and p["main_file"] in changed_files:
-        current = _read(main_live)
-        backup = main_live + p["backup_suffix"]
-        if current is not None and MARKER.encode() not in current and not os.path.exists(backup):
-            shutil.copy2(main_live, backup)
-            result["backup_file"] = backup
-    for rel in changed_files:
-        data, mode, _secret = wanted[rel]
-        write_atomic(os.path.join(conf_dir, rel), data, mode, makedirs=True)
-    for rel in stale:
-        path = os.path.join(conf_dir, rel)
-        if os.path.lexists(path):
-            os.unlink(path)
+        result["diff"] = diffs + stale_diffs
+    test_staged(module, conf_dir, wanted, stale, result)
+    if not module.check_mode:
+        install(module, conf_dir, wanted, changed, stale, result)
     module.exit_json(**result)
 
 

@@ -32,7 +32,7 @@ options:
     description: Package index to download from (default pip's configuration).
     type: str
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""

@@ -27,7 +27,7 @@ options:
     type: path
     default: /var/lib/microsvc/accounts
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -49,8 +49,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils.accounts import classify, forget, lookup
-
-SERVICE_MARKER = ".microsvc-service"
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import SERVICE_MARKER
 
 
 def ours_directory(root, name):
@@ -76,7 +75,7 @@ def purge_one(module, svc, registry):
         else:
             module.warn("service '%s': %s is not a directory the collection made for it; left in place"
                         % (name, root))
-    kind, _ = classify(name, root, registry)
+    kind = classify(name, root, registry)[0]
     if kind == "foreign":
         module.warn("service '%s': the account %r was not created by the collection; left in place" % (name, name))
     elif kind in ("ours", "legacy"):

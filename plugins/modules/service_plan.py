@@ -58,7 +58,7 @@ options:
     elements: str
     default: []
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""

@@ -74,8 +74,23 @@ options:
     description: Where the service's systemd units are (C(state=absent)).
     type: path
     default: /etc/systemd/system
+  lock:
+    description:
+      - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). Outside
+        check mode the call fails before any change when another run holds the service's lock.
+    type: dict
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+- name: Stop a service's vassal and remove its sockets
+  microsvc.deploy.vassal_apply:
+    name: billing
+    state: absent
+    ini_path: /etc/uwsgi/vassals/billing.ini
+    stats_socket: /opt/www/billing/run/stats.sock
+    remove_sockets: [/opt/www/billing/uwsgi.sock, /opt/www/billing/run/stats.sock]
 """
 
 RETURN = r"""
@@ -104,7 +119,7 @@ removed_units:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import units, vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, units, vassal
 
 
 def main():
@@ -122,6 +137,7 @@ def main():
             log_file=dict(type="path"),
             timeout=dict(type="int", default=90),
             units_dir=dict(type="path", default=units.UNITS_DIR),
+            lock=dict(type="dict"),
         ),
         required_if=[("state", "present", ("reload_file",))],
         supports_check_mode=True,
@@ -133,7 +149,9 @@ def main():
             if module.check_mode:
                 changed = any(os.path.lexists(path) for path in [p["ini_path"]] + p["remove_sockets"])
             else:
-                changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"], p["name"])
+                with deploy_lock.Held(p["lock"], [p["name"]]):
+                    changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"],
+                                          p["name"])
             module.exit_json(changed=changed or bool(removed_units), action="stop" if changed else "none",
                              removed_units=removed_units)
         action, live, old, master = vassal.decide(p["ini_path"], p["ini_content"], p["stats_socket"],
@@ -152,6 +170,8 @@ def main():
         module.fail_json(msg=str(exc), stats=exc.stats, log_tail=exc.log_tail)
     except units.UnitsError as exc:
         module.fail_json(msg="service '%s': %s" % (p["name"], exc))
+    except deploy_lock.LockError as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
 

@@ -14,10 +14,12 @@ description:
     virtualenv (built once per interpreter and requirements, by an unprivileged build user, then
     copied to the service); environment file written (the previous one kept); the application
     imported from the new release as the service's user; the release commands (Django's migrate,
-    where this host runs it, and collectstatic among them), in order, as the service's user; then
+    where this host runs it, through C(microsvc-migrate) under the service's PostgreSQL advisory
+    lock, and collectstatic among them), in order, as the service's user; then
     C(current) switched and the vassal started or reloaded, and the call waits for its new workers.
   - The slow independent parts (virtualenv builds, imports, release commands, reload waits) run
-    concurrently, bounded by I(concurrency) (default the host's CPU count).
+    concurrently, bounded by I(concurrency) (default the host's CPU count); vassal starts and
+    reloads by four times as many, since they mostly wait (see I(concurrency)).
   - A service whose step fails is returned to its previous state alone (its environment file put
     back; after a switch, its previous release and environment reloaded) and reported in
     C(results) with the step and the reason; the others go on. The module itself fails only when
@@ -63,11 +65,28 @@ options:
     type: int
     default: 90
   concurrency:
-    description: Parallel slow steps; 0 means the host's CPU count.
+    description:
+      - Parallel slow steps; 0 means the host's CPU count.
+      - Vassal starts and reloads (the switch step) run four times as many at once. Each mostly
+        waits for uWSGI, which acts on a change once per second (the emperor's scan for a new
+        ini, a master's check of its chain-reload file), and a chain reload imports the app in one
+        worker at a time, so four per CPU keep the CPUs busy without piling imports up.
     type: int
     default: 0
+  migrate_helper:
+    description:
+      - The C(microsvc-migrate) helper that runs Django's migrate under a PostgreSQL advisory lock keyed by the
+        service, after its plan and the service's pre-migrate command (see C(roles/uwsgi_emperor/files/microsvc-migrate)).
+    type: path
+    default: /usr/local/lib/microsvc/microsvc-migrate
+  lock:
+    description:
+      - The deploy lock this run holds (C(run), C(dir), C(lease)), as returned by C(microsvc.deploy.deploy_lock).
+        The call fails before any change when another run holds the lock of one of the services, marks the
+        locks in use while it works and renews their lease.
+    type: dict
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -87,7 +106,8 @@ services:
       C(previous) (the release that served before), C(switched) (whether current moved),
       C(env_changed), C(env_previous) (whether the previous environment is kept for a rollback),
       C(action) (what the vassal did), C(master_pid), C(first_deploy), and for a failed service what
-      its recovery did (C(env_restored), C(rolled_back), C(stopped), C(recovery_error)).
+      its recovery did (C(env_restored), C(rolled_back), C(stopped), C(recovery_error)); for a service
+      that migrated here, C(migrations) (C(pending), C(applied), C(lock), C(plan)).
   returned: always
   type: dict
 timings:
@@ -97,7 +117,7 @@ timings:
 """
 
 import concurrent.futures
-import io
+import contextlib
 import os
 import shutil
 import subprocess
@@ -105,7 +125,17 @@ import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, fsutil, layout, releases, vassal, venvs
+from ansible_collections.microsvc.deploy.plugins.module_utils import (
+    deploy_lock,
+    envfile,
+    fsutil,
+    layout,
+    migrations,
+    paths,
+    releases,
+    vassal,
+    venvs,
+)
 from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
 
 IMPORT_CHECK = """
@@ -117,8 +147,18 @@ if module:
 else:
     app = runpy.run_path(file).get("application")
 if not callable(app):
-    sys.exit("no callable WSGI application in %s" % (module or file))
+    raise SystemExit("no callable WSGI application in %s" % (module or file))
 """
+
+
+def django_migrate_argv(svc, helper=migrations.HELPER):
+    """The command (run as the service runs) of a deploy's migrate step: the helper takes the
+    PostgreSQL advisory lock of the service, records the plan, runs the pre-migrate command when
+    there is something to migrate, then Django's migrate."""
+    django = svc.get("django") or {}
+    return migrations.helper_argv("migrate", svc["name"], django["manage"], helper,
+                                  pre_migrate=django.get("pre_migrate"),
+                                  pre_migrate_timeout=django.get("pre_migrate_timeout"))
 
 
 class StepError(Exception):
@@ -135,6 +175,7 @@ class Deploy:
         p = module.params
         self.root = p["root"]
         self.helper = p["helper"]
+        self.migrate_helper = p["migrate_helper"]
         self.pip = p["pip"] or {}
         self.timeout = p["timeout"]
         self.workers = p["concurrency"] or os.cpu_count() or 2
@@ -149,17 +190,25 @@ class Deploy:
         self.bundle = p["bundle"]
 
     # -- helpers -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def member(self, name):
+        """One member of the bundle, through a TarFile of its own: the release and virtualenv
+        steps read members from several threads at once, and threads sharing one TarFile share
+        its file position (members came out truncated or another's: "not a gzip file")."""
+        with tarfile.open(self.bundle) as bundle:
+            yield bundle.extractfile(name)
+
     def live(self):
         return [s for name, s in self.services.items() if self.state[name]["ok"]]
 
     def fail(self, name, step, msg):
         self.state[name].update(ok=False, step=step, msg=str(msg).strip()[-3000:])
 
-    def each(self, step, func, services, parallel):
+    def each(self, step, func, services, parallel, workers=None):
         """Run func(svc) for every live service; a raised error marks only that service."""
         started = time.time()
         if parallel and len(services) > 1:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers or self.workers) as pool:
                 futures = {pool.submit(func, svc): svc["name"] for svc in services}
                 for future in concurrent.futures.as_completed(futures):
                     self._record(step, futures[future], future)
@@ -190,19 +239,14 @@ class Deploy:
     def step_layout(self, svc):
         layout.ensure_account(svc["user"], svc["root"], svc["group"], comment="microsvc service %s" % svc["name"])
         layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
-        layout.ensure_marker(os.path.join(svc["root"], layout.SERVICE_MARKER), svc["name"])
-
-    def member(self, name):
-        """One tarball of the bundle, read whole: the steps that use them run in threads, and a tar
-        file object shared between threads would mix up its reads."""
-        with tarfile.open(self.bundle) as bundle:
-            return io.BytesIO(bundle.extractfile(name).read())
+        layout.ensure_marker(os.path.join(svc["root"], paths.SERVICE_MARKER), svc["name"])
 
     def step_release(self, svc):
         if not svc.get("archive_member"):
             return
-        releases.unpack(self.member(svc["archive_member"]), os.path.join(svc["root"], "releases"), svc["release"],
-                        fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
+        with self.member(svc["archive_member"]) as member:
+            releases.unpack(member, os.path.join(svc["root"], "releases"), svc["release"],
+                            fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
 
     def step_venvs(self, services):
         """One build per virtualenv key (concurrently), then each service's own copy."""
@@ -220,7 +264,8 @@ class Deploy:
                 wheelhouse = os.path.join(venvs.cache_dir(self.root), "wheelhouse-" + key)
                 if not os.path.isdir(wheelhouse):
                     os.makedirs(wheelhouse, 0o755)
-                    extract_tar(self.member(svc["wheelhouse_member"]), wheelhouse)
+                    with self.member(svc["wheelhouse_member"]) as member:
+                        extract_tar(member, wheelhouse)
             try:
                 venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
                             wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
@@ -242,7 +287,7 @@ class Deploy:
         self.timings["virtualenv"] = round(time.time() - started, 3)
 
     def step_env(self, svc):
-        writes, removes, kept, _ = envfile.plan(svc["env_file"], "present", self.env.get(svc["name"], ""))
+        writes, removes, kept = envfile.plan(svc["env_file"], "stage", self.env.get(svc["name"], ""))[:3]
         envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
         self.state[svc["name"]].update(env_previous=kept, env_changed=bool(writes))
 
@@ -253,10 +298,31 @@ class Deploy:
         if proc.returncode != 0:
             raise StepError("check", "the new release does not import: %s" % (proc.stderr or proc.stdout)[-1500:])
 
+    def step_migrate(self, svc):
+        """migrate through the helper; its plan and output go to the service's deploy log."""
+        django = svc["django"]
+        # The helper waits up to an hour for the migration lock, then migrates (up to an hour, as before).
+        timeout = 7200 + int(django.get("pre_migrate_timeout") or 0)
+        code, result, text = migrations.run(self.root, svc["name"], django_migrate_argv(svc, self.migrate_helper),
+                                            release=svc["release"], timeout=timeout, runner=self.helper)
+        result = result or {}
+        self.state[svc["name"]]["migrations"] = dict(
+            pending=result.get("pending") or [], applied=result.get("applied") or [], lock=result.get("lock"),
+            plan=(result.get("plan") or "").strip(), pre_migrate=result.get("pre_migrate"))
+        if code != 0:
+            text += "\nFAILED: %s" % migrations.error_of(code, result, text)
+        migrations.log(svc["root"], fsutil.gid_of(svc["group"]),
+                       "deploy of release %s: migrate%s" % (svc["release"], "" if code == 0 else " FAILED"), text)
+        if code != 0:
+            raise StepError("migrate", "migrate failed: %s" % migrations.error_of(code, result, text))
+
     def step_release_commands(self, svc):
         """The service's release commands, in order, in the new release as the service's user;
         the first that fails stops the deploy of this service, naming the command."""
         for command in svc.get("release_commands") or []:
+            if command.get("kind") == "migrate":
+                self.step_migrate(svc)
+                continue
             proc = self.run_as_service(svc, list(command["argv"]), timeout=command["timeout"], step=command["step"])
             if proc.returncode != 0:
                 raise StepError(command["step"], "%s failed (exit status %d): %s" % (
@@ -287,7 +353,7 @@ class Deploy:
         reached_vassal = state["step"] in ("switch", "reload")
         try:
             if state["env_changed"]:
-                writes, removes, _, _ = envfile.plan(svc["env_file"], "restored")
+                writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
                 envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
                 state["env_restored"] = True
             if state["switched"] and state["previous"]:
@@ -316,7 +382,7 @@ class Deploy:
         self.each("check", self.step_check, [s for s in self.live() if not s.get("units_only")], parallel=True)
         self.each("release commands", self.step_release_commands,
                   [s for s in self.live() if s.get("release_commands")], parallel=True)
-        self.each("switch", self.step_switch, self.live(), parallel=True)
+        self.each("switch", self.step_switch, self.live(), parallel=True, workers=4 * self.workers)
         for name, state in self.state.items():
             if not state["ok"]:
                 self.recover(self.services[name])
@@ -337,11 +403,20 @@ def main():
             pip=dict(type="dict", default={}),
             timeout=dict(type="int", default=90),
             concurrency=dict(type="int", default=0),
+            migrate_helper=dict(type="path", default=migrations.HELPER),
+            lock=dict(type="dict"),
         ),
         supports_check_mode=False,
     )
-    deploy = Deploy(module)
-    results = deploy.run()
+    # Work under this run's deploy lock of the services (verified first, renewed while working).
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in module.params["services"]]))
+    except deploy_lock.LockError as exc:
+        module.fail_json(msg=str(exc))
+    with held:
+        deploy = Deploy(module)
+        results = deploy.run()
     module.exit_json(changed=bool(results), services=results, timings=deploy.timings)
 
 

@@ -58,7 +58,21 @@ options:
     type: path
     default: /etc/systemd/system
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+# Written by the role microsvc.deploy.uwsgi_vassal (tasks/probe.yml); the action plugin renders
+# each vassal ini and computes the release ids on the controller first.
+- name: Compare the selected services with the host
+  microsvc.deploy.vassal_probe:
+    services: "{{ selected }}"
+    absent: "{{ absent }}"
+    listed: "{{ microsvc_plan.names }}"
+    vassals_dir: /etc/uwsgi/vassals
+    ini_template: vassal.ini.j2
+    env_template: env.j2
+  register: probe
 """
 
 RETURN = r"""
@@ -82,41 +96,24 @@ absent_leftovers:
   type: list
 """
 
-import grp
-import hashlib
-import json
 import os
-import pwd
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils import units
+from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import (
+    group_exists,
+    read_json,
+    sha1_of,
+    user_exists,
+)
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import (
+    HISTORY,
+    INI_MARKER,
+    RELEASE_MARKER,
+    VENV_MARKER,
+)
 from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary
-
-
-def sha1_of(path):
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha1(handle.read()).hexdigest()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def user_exists(name):
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
-
-
-def group_exists(name):
-    try:
-        grp.getgrnam(name)
-        return True
-    except KeyError:
-        return False
-
 
 _PY_CACHE = {}
 
@@ -169,14 +166,6 @@ def uwsgi_python(uwsgi):
     return out.splitlines()[-1] if out else ""
 
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-
-
 def probe_units(svc, owned, loaded, units_dir):
     """The reasons a service's systemd units differ from what it should have."""
     mine = owned.get(svc["name"], {})
@@ -195,7 +184,7 @@ def probe_service(svc):
     state["user"] = user_exists(svc["user"])
     if not state["user"]:
         needs.append("user missing")
-    marker = read_json(os.path.join(root, "releases", release, ".microsvc-release"))
+    marker = read_json(os.path.join(root, "releases", release, RELEASE_MARKER))
     state["release_present"] = marker is not None
     if marker is None:
         needs.append("release %s not on host" % release)
@@ -204,7 +193,7 @@ def probe_service(svc):
     state["current"] = os.path.basename(target) if target else None
     if state["current"] != release:
         needs.append("current is %s, wanted %s" % (state["current"] or "unset", release))
-    venv_marker = read_json(os.path.join(root, "venvs", svc["venv"], ".microsvc-venv"))
+    venv_marker = read_json(os.path.join(root, "venvs", svc["venv"], VENV_MARKER))
     version = python_version(svc["python"])
     state["python_version"] = version
     state["venv_present"] = bool(venv_marker) and venv_marker.get("python_version") == version
@@ -230,9 +219,30 @@ def probe_service(svc):
     state["running"] = stats["running"]
     state["master_pid"] = stats.get("master_pid")
     state["needs"] = needs
-    history = read_json(os.path.join(root, "releases", ".history")) or []
+    history = read_json(os.path.join(root, "releases", HISTORY)) or []
     state["history"] = history
     return state
+
+
+def written_vassals(vassals_dir, marker):
+    """Names of the services whose vassal ini this collection wrote (its marker line)."""
+    names = []
+    if not os.path.isdir(vassals_dir):
+        return names
+    for entry in sorted(os.listdir(vassals_dir)):
+        if not entry.endswith(".ini"):
+            continue
+        try:
+            with open(os.path.join(vassals_dir, entry), encoding="utf-8", errors="replace") as handle:
+                head = handle.read(4096)
+        except OSError:
+            continue
+        for line in head.splitlines():
+            if line.startswith(marker):
+                if line[len(marker):].strip():
+                    names.append(line[len(marker):].strip())
+                break
+    return names
 
 
 def main():
@@ -242,7 +252,7 @@ def main():
             absent=dict(type="list", elements="dict", default=[]),
             listed=dict(type="list", elements="str", default=[]),
             vassals_dir=dict(type="path", required=True),
-            marker=dict(type="str", default="; microsvc-service:"),
+            marker=dict(type="str", default=INI_MARKER),
             uwsgi=dict(type="dict", default={}),
             units_dir=dict(type="path", default=units.UNITS_DIR),
         ),
@@ -259,23 +269,8 @@ def main():
     for svc in p["services"]:
         services[svc["name"]]["unit_needs"] = probe_units(svc, owned, loaded, p["units_dir"])
 
-    unlisted = []
-    if os.path.isdir(p["vassals_dir"]):
-        for entry in sorted(os.listdir(p["vassals_dir"])):
-            if not entry.endswith(".ini"):
-                continue
-            path = os.path.join(p["vassals_dir"], entry)
-            try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    head = handle.read(4096)
-            except OSError:
-                continue
-            for line in head.splitlines():
-                if line.startswith(p["marker"]):
-                    name = line[len(p["marker"]):].strip()
-                    if name and name not in p["listed"]:
-                        unlisted.append(name)
-                    break
+    unlisted = [name for name in written_vassals(p["vassals_dir"], p["marker"]) if name not in p["listed"]]
+    # A service whose units remain but whose vassal is gone (a failed first deploy, a removal cut short).
     unlisted += sorted(name for name in owned if name not in p["listed"] and name not in unlisted)
 
     leftovers = []

@@ -41,8 +41,13 @@ options:
     description: Where the services' systemd units are.
     type: path
     default: /etc/systemd/system
+  lock:
+    description:
+      - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). The call
+        fails before any change when another run holds the lock of one of the services, and renews the lease.
+    type: dict
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -65,10 +70,18 @@ services:
 """
 
 import concurrent.futures
+import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, fsutil, releases, units, vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import (
+    deploy_lock,
+    envfile,
+    fsutil,
+    releases,
+    units,
+    vassal,
+)
 
 
 def settle(svc, timeout, units_dir=units.UNITS_DIR):
@@ -88,14 +101,14 @@ def settle(svc, timeout, units_dir=units.UNITS_DIR):
                 return back(svc, out, timeout, units_dir, getattr(exc, "undo", None))
             out["units"] = {k: result[k] for k in ("write", "remove", "stop", "restart", "start")}
             out["action"] = "units" if result["changed"] else "none"
-        writes, removes, _, _ = envfile.plan(svc["env_file"], "settled")
+        writes, removes = envfile.plan(svc["env_file"], "forget")[:2]
         envfile.apply(writes, removes, gid)
         if removes:
             out["action"] = "settled"
         return out
     if outcome == "unhealthy":
         if svc.get("env_changed"):
-            writes, removes, _, _ = envfile.plan(svc["env_file"], "restored")
+            writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
             envfile.apply(writes, removes, gid)
             out["env_restored"] = True
         previous = svc.get("previous")
@@ -164,12 +177,19 @@ def main():
             services=dict(type="list", elements="dict", required=True),
             timeout=dict(type="int", default=90),
             units_dir=dict(type="path", default=units.UNITS_DIR),
+            lock=dict(type="dict"),
         ),
         supports_check_mode=False,
     )
     results = {}
     services = module.params["services"]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
+    # Work under this run's deploy lock of the services (verified first, renewed while working).
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in services]))
+    except deploy_lock.LockError as exc:
+        module.fail_json(msg=str(exc))
+    with held, concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
         futures = {pool.submit(settle, svc, module.params["timeout"], module.params["units_dir"]): svc["name"]
                    for svc in services}
         for future in concurrent.futures.as_completed(futures):

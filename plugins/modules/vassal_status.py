@@ -27,7 +27,14 @@ options:
     type: path
     default: /etc/systemd/system
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+- name: Read release, workers, memory and uptime of every service
+  microsvc.deploy.vassal_status:
+    services: "{{ microsvc_plan.services | selectattr('state', 'equalto', 'present') | list }}"
+  register: status
 """
 
 RETURN = r"""

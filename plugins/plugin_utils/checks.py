@@ -62,9 +62,23 @@ def show(value, secret=False):
 
 class Check:
     rule = ""
+    max_len = 200
+    secret = False
 
     def __call__(self, value):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def text_problem(self, value, lines_allowed=False):
+        """What every text check refuses first: not a string, a control character or line break
+        (only line breaks where ``lines_allowed``), more than max_len characters."""
+        if not isinstance(value, str):
+            return "must be a string (%s), got %s" % (self.rule, kind_of(value))
+        if has_control(value.replace("\r\n", "").replace("\n", "") if lines_allowed else value):
+            return "%s contains a control character or line break; allowed: %s" % (
+                show(value, self.secret), self.rule)
+        if len(value) > self.max_len:
+            return "is %d characters long; at most %d are allowed" % (len(value), self.max_len)
+        return None
 
 
 class Int(Check):
@@ -103,15 +117,11 @@ class Str(Check):
         self.multiline = multiline
 
     def __call__(self, value):
-        if not isinstance(value, str):
-            return "must be a string (%s), got %s" % (self.rule, kind_of(value))
         if value == "" and self.empty:
             return None
-        if has_control(value.replace("\r\n", "").replace("\n", "") if self.multiline else value):
-            return "%s contains a control character or line break; allowed: %s" % (show(value, self.secret),
-                                                                                       self.rule)
-        if len(value) > self.max_len:
-            return "is %d characters long; at most %d are allowed" % (len(value), self.max_len)
+        problem = self.text_problem(value, lines_allowed=self.multiline)
+        if problem:
+            return problem
         if not self.regex.fullmatch(value):
             return "%s is not allowed: must be %s" % (show(value, self.secret), self.rule)
         if self.extra:
@@ -141,8 +151,8 @@ class Scalar(Check):
             return "must be a string, number or boolean, got %s" % kind_of(value)
         text = str(value)
         if has_control(text):
-            return "%s contains a control character or line break; allowed: %s" % (show(text, self.secret),
-                                                                                      self.rule)
+            return "%s contains a control character or line break; allowed: %s" % (
+                show(text, self.secret), self.rule)
         if len(text) > self.max_len:
             return "is %d characters long; at most %d are allowed" % (len(text), self.max_len)
         if self.extra:
@@ -303,12 +313,9 @@ class AbsPath(Check):
                 ", ".join(sorted(self.SYSTEM_EXACT)), ", /".join(sorted(self.SYSTEM_TOP)))
 
     def __call__(self, value):
-        if not isinstance(value, str):
-            return "must be a string (%s), got %s" % (self.rule, kind_of(value))
-        if has_control(value):
-            return "%s contains a control character or line break; allowed: %s" % (show(value), self.rule)
-        if len(value) > self.max_len:
-            return "is %d characters long; at most %d are allowed" % (len(value), self.max_len)
+        problem = self.text_problem(value)
+        if problem:
+            return problem
         body = value[:-1] if self.trailing_slash and value.endswith("/") and value != "/" else value
         if not re.fullmatch(r"/(?:%s+(?:/%s+)*)?" % (PATH_CHARS, PATH_CHARS), body):
             return "%s is not allowed: must be %s" % (show(value), self.rule)
@@ -336,12 +343,9 @@ class RelPath(Check):
             self.rule += ", ending in " + " or ".join(suffixes)
 
     def __call__(self, value):
-        if not isinstance(value, str):
-            return "must be a string (%s), got %s" % (self.rule, kind_of(value))
-        if has_control(value):
-            return "%s contains a control character or line break; allowed: %s" % (show(value), self.rule)
-        if len(value) > self.max_len:
-            return "is %d characters long; at most %d are allowed" % (len(value), self.max_len)
+        problem = self.text_problem(value)
+        if problem:
+            return problem
         if not re.fullmatch(r"%s+(?:/%s+)*" % (PATH_CHARS, PATH_CHARS), value):
             return "%s is not allowed: must be %s" % (show(value), self.rule)
         bad = dot_segments(value)
@@ -392,13 +396,9 @@ class Url(Check):
             " or ".join(self.schemes), "" if credentials else ", without credentials")
 
     def __call__(self, value):
-        if not isinstance(value, str):
-            return "must be a string (%s), got %s" % (self.rule, kind_of(value))
-        if has_control(value):
-            return "%s contains a control character or line break; allowed: %s" % (show(value, self.secret),
-                                                                                       self.rule)
-        if len(value) > self.max_len:
-            return "is %d characters long; at most %d are allowed" % (len(value), self.max_len)
+        problem = self.text_problem(value)
+        if problem:
+            return problem
         if not self.regex.fullmatch(value):
             return "%s is not allowed: must be %s" % (show(value, self.secret), self.rule)
         return None

@@ -23,6 +23,7 @@ import posixpath
 import re
 import zlib
 
+from ansible_collections.microsvc.deploy.plugins.module_utils.paths import service_paths
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import cron, uwsgi_options
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     MODULE_PATTERN,
@@ -30,6 +31,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     AbsPath,
     Anything,
     Argv,
+    Check,
     Int,
     ListOf,
     MapOf,
@@ -110,6 +112,31 @@ ENV_NAME = Str(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "an environment variable name ([
                "at most 128 characters)", 128)
 REGEX = Str(r"[^\x00]*", "a regular expression without control characters, at most 500 characters", 500)
 
+PROGRAM = r"python|[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}"
+ARGUMENT = Str(r"[^\x00]{0,1000}", "one line of at most 1000 characters", 1000)
+
+
+class Command(Check):
+    """A command run without a shell, as a list of arguments (the first names the program)."""
+
+    def __init__(self, max_items=50):
+        self.items = ListOf(ARGUMENT, max_items)
+        self.rule = ("a command as a list of at most %d arguments (no shell), each one line of at most 1000 "
+                     "characters; the first is 'python', a program name (letters, digits and ._+-), an absolute "
+                     "path or a path inside the release, without '.' or '..' segments" % max_items)
+
+    def __call__(self, value):
+        msg = self.items(value)
+        if msg or not value:
+            return msg
+        first = value[0]
+        if re.fullmatch(PROGRAM, first):
+            return None
+        check = AbsPath(4096) if first.startswith("/") else RelPath()
+        msg = check(first)
+        return "item 1 (the program): %s" % msg.replace(check.rule, self.rule) if msg else None
+
+
 # Environment variable names a service may not set: the dynamic loader's (they would reach
 # every process started from the environment), uWSGI's own configuration variables (a
 # reload re-reads them as options), and the names the collection sets itself.
@@ -160,6 +187,8 @@ FIELD_CHECKS = {
     "django.settings": SETTINGS_MODULE,
     "django.manage": RelPath((".py",)),
     "django.static_url": STATIC_URL,
+    "django.pre_migrate": Command(50),
+    "django.pre_migrate_timeout": Int(1, 86400),
     "uwsgi_options": MapOf(Str(r"[a-z0-9][a-z0-9-]{0,63}", "a uWSGI option name", 64), Anything(), 100),
     # -- the service's other processes: workers, schedules, release commands ----------------
     "workers": ListOf(Anything(), MAX_PROCS),
@@ -617,24 +646,18 @@ class Planner:
 
     def _complete(self, svc):
         name = svc["name"]
-        root = posixpath.join(self.root, name)
         route = svc.get("route") or "%s%s/" % (self.route_prefix, name)
         svc["route"] = route
         svc["script_name"] = route.rstrip("/")
-        svc["root"] = root
         svc["user"] = name
         svc["group"] = name
-        svc["socket"] = svc.get("socket") or posixpath.join(root, "uwsgi.sock")
+        # Every path of the service, from the host layout's one definition (module_utils/paths.py).
+        paths = service_paths(self.root, name)
+        paths["socket"] = svc.get("socket") or paths["socket"]
+        svc.update(paths)
         # The TCP port (used only on app hosts apart from the gateway) is set for the whole
         # list at once, in _assign_ports.
         svc["port_explicit"] = svc.get("port") is not None
-        svc["stats_socket"] = posixpath.join(root, "run", "stats.sock")
-        svc["env_file"] = posixpath.join(root, "env")
-        svc["reload_file"] = posixpath.join(root, "run", "chain-reload")
-        svc["shared_dir"] = posixpath.join(root, "shared")
-        svc["log_dir"] = posixpath.join(root, "shared", "log")
-        svc["data_dir"] = posixpath.join(root, "shared", "data")
-        svc["static_dir"] = posixpath.join(root, "shared", "static")
         if svc.get("module") and ":" not in svc["module"]:
             svc["module"] = svc["module"] + ":application"
         src = svc.get("source")
@@ -745,8 +768,8 @@ class Planner:
             if len(longest) > UNIX_PATH_MAX:
                 errors.append(
                     "service '%s': field 'name': the socket path %r is %d characters long; unix sockets allow "
-                    "at most %d: use a shorter name or microsvc_root" % (svc["name"], longest, len(longest),
-                                                                       UNIX_PATH_MAX))
+                    "at most %d: use a shorter name or microsvc_root"
+                    % (svc["name"], longest, len(longest), UNIX_PATH_MAX))
 
     def _check_source(self, svc, errors):
         """Where the source is on the controller, then (when a preparer is set) fetch, inspect and

@@ -16,12 +16,15 @@ shows each rule (tools/gen-docs reads this table).
 
 from __future__ import annotations
 
+import re
+
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     HOSTNAME_PATTERN,
     NAME_PATTERN,
     AbsPath,
     AnyOf,
     Bool,
+    Check,
     Choice,
     Int,
     IpAddress,
@@ -30,11 +33,30 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     Scalar,
     Str,
     Url,
+    has_control,
     no_uwsgi_magic,
     show,
     size_check,
 )
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import PYTHON, ROUTE
+
+
+class CommandLine(Check):
+    """A setting usually given on the command line: ``-e name=value`` reaches Ansible as text, so the
+    text of an integer or of a boolean (true, false, yes, no) is read as one, then checked."""
+
+    def __init__(self, check):
+        self.check = check
+        self.rule = check.rule
+
+    def __call__(self, value):
+        if isinstance(value, str) and not has_control(value):
+            if re.fullmatch(r"-?[0-9]{1,12}", value):
+                value = int(value)
+            elif value.lower() in ("true", "false", "yes", "no"):
+                value = value.lower() in ("true", "yes")
+        return self.check(value)
+
 
 PORT = Int(1, 65535)
 EMPTY = Str(r"", "empty", 0)
@@ -91,8 +113,11 @@ SETTINGS = {
     "microsvc_app_hosts": HOST_PATTERN,
     "microsvc_private_address": IpAddress(),
     "private_ip_address": IpAddress(),
-    "microsvc_serial": AnyOf(Int(1, 10000), Str(r"(?:100|[1-9][0-9]?)%", "a percentage from 1% to 100%", 4)),
-    "deploy_force": Bool(),
+    "microsvc_serial": CommandLine(AnyOf(Int(1, 10000),
+                                         Str(r"(?:100|[1-9][0-9]?)%", "a percentage from 1% to 100%", 4))),
+    "deploy_force": CommandLine(Bool()),
+    # playbooks/rollback.yml: roll back across migrations a service's rollback_policy refuses.
+    "rollback_across_migrations": CommandLine(Bool()),
     "microsvc_platform": PLATFORM,
     # --- role service_plan (the same values under the role's own names) --------------------
     "service_plan_services": None,
@@ -192,6 +217,10 @@ SETTINGS = {
     "uwsgi_vassal_hardening": Bool(),
     "uwsgi_vassal_read_write_paths": ListOf(AbsPath(200, not_system=True, min_depth=2), 50),
     "uwsgi_vassal_rollback_release": AnyOf(EMPTY, Str(r"[0-9a-f]{12}", "a release id (12 hex digits)", 12)),
+    "uwsgi_vassal_rollback_across_migrations": CommandLine(Bool()),
+    # The deploy lock (issue 17): often given with -e for one run.
+    "uwsgi_vassal_lock_timeout": CommandLine(Int(0, 86400, " seconds (0: fail at once when another run holds it)")),
+    "uwsgi_vassal_lock_lease": CommandLine(Int(60, 86400, " seconds")),
 }
 
 # --- gateway features (issue 14): ACME, HTTP/2, compression, logs, metrics, maintenance ----
@@ -215,4 +244,3 @@ def check_settings(values):
         if msg:
             errors.append("setting '%s': %s" % (name, msg))
     return errors
-

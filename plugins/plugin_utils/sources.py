@@ -40,7 +40,6 @@ from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive im
     extract_zip,
 )
 
-RELEASE_MARKER = ".microsvc-release"
 GIT_PROTOCOLS = "file:https:ssh"
 MAX_REQUIREMENTS_BYTES = 1 << 20
 GIT_TIMEOUT = 600

@@ -89,8 +89,9 @@ ALLOWED = {
     "log-micros": (Bool(), "response times in microseconds"),
     "log-x-forwarded-for": (Bool(), "log the gateway's X-Forwarded-For as the client address"),
     # Response headers added by uWSGI (repeatable).
-    "add-header": (ListOf(Str(r"[A-Za-z0-9-]{1,64}: [ !#-~]{0,200}", "a header line 'Name: value' of printable "
-                                "ASCII without '\"'", 270, extra=no_uwsgi_magic), 20),
+    "add-header": (ListOf(Str(r"[A-Za-z0-9-]{1,64}: [ !#-~]{0,200}",
+                              "a header line 'Name: value' of printable ASCII without '\"'", 270,
+                              extra=no_uwsgi_magic), 20),
                    "response header line(s) added by uWSGI"),
 }
 

@@ -131,3 +131,23 @@ def test_rollback_plan_names_the_release_or_none():
     assert item["outcome"] == "rollback" and item["release"] is None and item["remove_sockets"][1].endswith(".sock")
     assert item["ini_path"] == "/etc/uwsgi/vassals/a.ini"
     assert deploy.rollback_plan([svc("a")], "a", "abcdef123456")[0]["release"] == "abcdef123456"
+
+
+def test_a_rolled_back_deploy_names_the_migrations_that_stay_applied():
+    """The database is never migrated back: a deploy that migrated, then failed its health check and
+    went back to the previous release, says which migrations stay applied; one that migrated
+    nothing says nothing about migrations."""
+    deployed = {"shop": {"ok": True, "release": "r2", "previous": "r1", "switched": True,
+                         "migrations": {"applied": ["api.0002_note", "api.0003_tag"]}},
+                "blog": {"ok": True, "release": "b2", "previous": "b1", "switched": True, "migrations": {"applied": []}}}
+    health = {"shop": {"ok": False, "status": 500}, "blog": {"ok": False, "status": 500}}
+    settled = {"shop": {"ok": True, "action": "rolled back (chain-reload)"},
+               "blog": {"ok": True, "action": "rolled back (chain-reload)"}}
+    shop, blog = sorted(deploy.deploy_report(deployed, health, settled), key=lambda m: "blog" in m)
+    assert "Rolled back to release r1" in shop
+    assert "stay applied in the database (it is not migrated back): api.0002_note, api.0003_tag." in shop
+    assert "migrat" not in blog
+    failed = {"shop": {"ok": False, "step": "reload", "release": "r2", "previous": "r1", "switched": True,
+                       "rolled_back": True, "migrations": {"applied": ["api.0002_note"]}}}
+    assert "stay applied in the database (it is not migrated back): api.0002_note." in \
+        deploy.deploy_report(failed)[0]

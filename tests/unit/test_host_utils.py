@@ -13,24 +13,24 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, re
 def test_env_file_keeps_the_previous_content_until_settled_and_lists_dropped_names(tmp_path):
     path = str(tmp_path / "env")
     gid = os.getgid()
-    envfile.apply(*envfile.plan(path, "present", "A=1\nB=2\n")[:2], gid)
+    envfile.apply(*envfile.plan(path, "stage", "A=1\nB=2\n")[:2], gid)
     assert not os.path.exists(path + ".previous")
-    writes, removes, kept, unset = envfile.plan(path, "present", "A=1\n")
+    writes, removes, kept, unset = envfile.plan(path, "stage", "A=1\n")
     envfile.apply(writes, removes, gid)
     assert kept and unset == ["B"]
     assert pathlib.Path(path + ".previous").read_text() == "A=1\nB=2\n" and pathlib.Path(path + ".unset").read_text() == "B\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     # A failed deploy puts the previous content back; B is no longer unset.
-    envfile.apply(*envfile.plan(path, "restored")[:2], gid)
+    envfile.apply(*envfile.plan(path, "restore")[:2], gid)
     assert pathlib.Path(path).read_text() == "A=1\nB=2\n" and pathlib.Path(path + ".unset").read_text() == ""
     assert not os.path.exists(path + ".previous")
 
 
 def test_env_file_settled_forgets_the_previous_content(tmp_path):
     path = str(tmp_path / "env")
-    envfile.apply(*envfile.plan(path, "present", "A=1\n")[:2], os.getgid())
-    envfile.apply(*envfile.plan(path, "present", "A=2\n")[:2], os.getgid())
-    writes, removes, kept, _ = envfile.plan(path, "settled")
+    envfile.apply(*envfile.plan(path, "stage", "A=1\n")[:2], os.getgid())
+    envfile.apply(*envfile.plan(path, "stage", "A=2\n")[:2], os.getgid())
+    writes, removes, kept, _ = envfile.plan(path, "forget")
     assert writes == [] and removes == [path + ".previous"] and not kept
     envfile.apply(writes, removes, os.getgid())
     assert pathlib.Path(path).read_text() == "A=2\n"
@@ -106,3 +106,49 @@ def test_sealing_refuses_links_leaving_the_virtualenv(tmp_path):
         pytest.skip("sealing changes owners: run as root (as the tests in CI do)")
     with pytest.raises(venvs.VenvError, match="outside the virtualenv"):
         venvs.seal(str(venv), "/usr/bin/python3")
+
+
+def test_requirements_are_built_by_the_unprivileged_build_user_and_the_result_is_sealed():
+    """A package's build code (setup.py) runs as microsvc-build, never as root, and what it leaves
+    behind is root-owned and read-only to everyone else."""
+    if os.geteuid() != 0:
+        pytest.skip("creates a system user and changes owners: run as root (as the tests in CI do)")
+    import pwd
+    import shutil
+    import tempfile
+
+    # The build user must reach the package and the services' root: a directory it may traverse
+    # (pytest's own temporary directories are private to root).
+    base = pathlib.Path(tempfile.mkdtemp(prefix="microsvc-build-test-"))
+    try:
+        base.chmod(0o755)
+        witness = base / "witness"
+        witness.mkdir()
+        witness.chmod(0o777)
+        pkg = base / "pkg"
+        pkg.mkdir()
+        (pkg / "setup.py").write_text(
+            "import os\n"
+            "from setuptools import setup\n"
+            "open(%r, 'w').write(str(os.geteuid()))\n"
+            "setup(name='witness-pkg', version='1.0', py_modules=['witness_mod'])\n" % str(witness / "uid"))
+        (pkg / "witness_mod.py").write_text("VALUE = 1\n")
+        pkg.chmod(0o777)  # a legacy build writes build/ next to setup.py
+        root = base / "www"
+        root.mkdir()
+        # The system's interpreter, as on a host (with setuptools in a new virtualenv, so that the
+        # package builds offline).
+        built = venvs.build(str(root), "k-build", "/usr/bin/python3", "3.11", str(pkg) + "\n",
+                            extra_args=["--no-index", "--no-build-isolation"])
+        assert built
+        assert int((witness / "uid").read_text()) == pwd.getpwnam(venvs.BUILD_USER).pw_uid != 0
+        cache = os.path.join(venvs.cache_dir(str(root)), "k-build")
+        assert os.path.exists(os.path.join(cache, "lib", "python3.11", "site-packages", "witness_mod.py"))
+        for dirpath, dirnames, filenames in os.walk(cache):
+            for name in dirnames + filenames:
+                st = os.lstat(os.path.join(dirpath, name))
+                assert st.st_uid == 0, (dirpath, name)
+                if not stat.S_ISLNK(st.st_mode):  # a symlink's own mode means nothing
+                    assert not st.st_mode & 0o022 and not st.st_mode & 0o6000, (dirpath, name)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

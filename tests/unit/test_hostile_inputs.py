@@ -131,3 +131,26 @@ def test_reserved_names_are_refused_and_others_pass(planner):
     assert service_plan.reserved_account("systemd-timesync") and service_plan.reserved_account("ec2-user")
     assert not service_plan.reserved_account("billing")
     planner.plan([entry("billing", {})])
+
+
+def test_settings_given_with_e_name_value_are_read_from_their_text():
+    """`-e name=value` reaches Ansible as text: the text of a number or a boolean is read as one,
+    then checked like any value (the bounds still apply)."""
+    assert settings.check_settings({"uwsgi_vassal_lock_timeout": "5", "uwsgi_vassal_lock_lease": "600",
+                                    "rollback_across_migrations": "true", "deploy_force": "yes",
+                                    "microsvc_serial": "2", "uwsgi_vassal_rollback_across_migrations": False}) == []
+    assert settings.check_settings({"microsvc_serial": "25%"}) == []
+    errors = settings.check_settings({"uwsgi_vassal_lock_timeout": "86401", "rollback_across_migrations": "1"})
+    assert len(errors) == 2 and "from 0 to 86400" in errors[1] and "true or false" in errors[0], errors
+
+
+def test_a_pre_migrate_command_and_a_rollback_policy_pass(planner):
+    (svc,) = planner.plan([entry("svc", {"django": {"pre_migrate": ["pg_dump", "--file=/backup/db.dump", ""],
+                                                    "pre_migrate_timeout": 600, "rollback_policy": "refuse"}})])[
+        "services"]
+    assert svc["django"]["pre_migrate"] == ["pg_dump", "--file=/backup/db.dump", ""]
+    assert svc["django"]["rollback_policy"] == "refuse"
+    for program in ("python", "/usr/bin/pg_dump", "bin/backup.sh"):
+        planner.plan([entry("svc", {"django": {"pre_migrate": [program, "-x"]}})])
+    (svc,) = planner.plan([entry("svc", {"django": {}})])["services"]
+    assert svc["django"]["pre_migrate"] == [] and svc["django"]["rollback_policy"] == "warn"

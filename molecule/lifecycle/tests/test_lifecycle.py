@@ -290,15 +290,16 @@ def test_unhealthy_release_is_rolled_back(host, workdir, code, state):
 
 
 def test_rollback_playbook_returns_to_the_previous_release(host, workdir, state):
-    rc, out = deploy(workdir, "rollback", state["release_b_services"], ["-e", "service=service2"],
-                     playbook="playbooks/rollback.yml")
-    assert rc == 0, out
-    body = http(host, "/api/service2/")["body"]
-    assert "plain WSGI app" in body and "release B" not in body
-    # site.yml puts back what the inventory says.
-    rc, out = deploy(workdir, "release-b-again", state["release_b_services"], ["-e", "deploy_services=service2"])
-    assert rc == 0, out
-    assert "release B" in http(host, "/api/service2/")["body"]
+    # rollback_service is the name; service is the one of earlier versions, which keeps working.
+    for names in (["-e", "rollback_service=service2"], ["-e", "service=service2"]):
+        rc, out = deploy(workdir, "rollback", state["release_b_services"], names, playbook="playbooks/rollback.yml")
+        assert rc == 0, out
+        body = http(host, "/api/service2/")["body"]
+        assert "plain WSGI app" in body and "release B" not in body
+        # site.yml puts back what the inventory says.
+        rc, out = deploy(workdir, "release-b-again", state["release_b_services"], ["-e", "deploy_services=service2"])
+        assert rc == 0, out
+        assert "release B" in http(host, "/api/service2/")["body"]
 
 
 def test_redeploying_every_service_in_one_run_under_load(host, workdir, code, state):

@@ -2,7 +2,8 @@
 
 Everything that differs between a laptop and a host comes from the environment. The
 deployment sets MICROSVC_DATA_DIR (the sqlite database lives there) and MICROSVC_STATIC_ROOT
-(where collectstatic writes); the operator sets the DJANGO_* variables in the service's env.
+(where collectstatic writes); the operator sets the DJANGO_* variables in the service's env,
+and DB_* to use PostgreSQL instead of sqlite (see DATABASES).
 """
 
 import os
@@ -48,12 +49,31 @@ else:
     DATA_DIR = BASE_DIR / "data-local"
     DATA_DIR.mkdir(exist_ok=True)
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": DATA_DIR / "db.sqlite3",
+# PostgreSQL when the environment names a server (several app hosts share one database):
+# DB_HOST, DB_PORT (default 5432), DB_NAME and DB_USER (default service1), DB_PASSWORD.
+# The virtualenv then needs a driver: add "psycopg[binary]" to the service's requirements.
+# Otherwise SQLite in the data directory (one host).
+if os.environ.get("DB_HOST"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["DB_HOST"],
+            "PORT": os.environ.get("DB_PORT", "5432"),
+            "NAME": os.environ.get("DB_NAME", "service1"),
+            "USER": os.environ.get("DB_USER", "service1"),
+            "PASSWORD": os.environ.get("DB_PASSWORD", ""),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {"connect_timeout": 5},
+        }
     }
-}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+        }
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -2,7 +2,7 @@
 # Apache License 2.0 (see LICENSE)
 """Render templates and read role files on the controller, then ensure them in one call.
 
-Task arguments are those of the module microsvc.deploy.files; a ``files`` entry may give
+Task arguments are those of the module microsvc.deploy.managed_files; a ``files`` entry may give
 ``template`` (a name in the role's templates/) or ``src`` (a name in its files/) instead of
 ``content``.
 """
@@ -37,6 +37,6 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail("%s: give template, src or content" % entry.get("dest"))
             files.append(entry)
         args["files"] = files
-        result.update(self._execute_module(module_name="microsvc.deploy.files", module_args=args,
+        result.update(self._execute_module(module_name="microsvc.deploy.managed_files", module_args=args,
                                            task_vars=task_vars))
         return result

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: files
+module: managed_files
 short_description: Ensure several directories and files (content, owner, group, mode) in one call
 description:
   - Creates or fixes the directories, then writes each file whose content, owner, group or mode differs,
@@ -28,7 +28,18 @@ options:
     elements: dict
     default: []
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
+"""
+
+EXAMPLES = r"""
+- name: Write the emperor's settings and its unit, and their directory, in one call
+  microsvc.deploy.managed_files:
+    directories:
+      - {path: /etc/uwsgi, owner: root, group: root, mode: "0755"}
+    files:
+      - {dest: /etc/uwsgi/emperor.ini, template: emperor.ini.j2}
+      - {dest: /usr/local/sbin/microsvc-run, src: microsvc-run, mode: "0750"}
+  register: written
 """
 
 RETURN = r"""

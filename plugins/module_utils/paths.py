@@ -1,0 +1,46 @@
+# Copyright: microsvc maintainers
+# Apache License 2.0 (see LICENSE)
+"""The host layout, defined once: where each of a service's files lives and what marks them.
+
+The plan computes every listed service's paths with ``service_paths`` (plugin_utils/service_plan.py);
+host-side code reads them from there, and uses this module only for what the plan cannot know (a
+service that is no longer listed) and for the names inside a release or virtualenv.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+RELEASE_MARKER = ".microsvc-release"   # in releases/<id>/: the release is complete
+VENV_MARKER = ".microsvc-venv"         # in venvs/<key>/: the virtualenv is complete
+SERVICE_MARKER = ".microsvc-service"   # in <root>/<name>/: the directory is the collection's
+HISTORY = ".history"                   # in releases/: the releases that went live, oldest first
+INI_MARKER = "; microsvc-service:"     # first lines of a vassal ini the collection wrote
+
+
+def service_paths(microsvc_root, name):
+    """Every path of one service below ``microsvc_root`` (see README "Files on a host")."""
+    root = posixpath.join(microsvc_root, name)
+    shared = posixpath.join(root, "shared")
+    run = posixpath.join(root, "run")
+    return {
+        "root": root,
+        "socket": posixpath.join(root, "uwsgi.sock"),
+        "stats_socket": posixpath.join(run, "stats.sock"),
+        "reload_file": posixpath.join(run, "chain-reload"),
+        "env_file": posixpath.join(root, "env"),
+        "shared_dir": shared,
+        "log_dir": posixpath.join(shared, "log"),
+        "data_dir": posixpath.join(shared, "data"),
+        "static_dir": posixpath.join(shared, "static"),
+        "run_dir": run,
+        "releases_dir": posixpath.join(root, "releases"),
+        "venvs_dir": posixpath.join(root, "venvs"),
+        "current": posixpath.join(root, "current"),
+        "marker": posixpath.join(root, SERVICE_MARKER),
+    }
+
+
+def ini_path(vassals_dir, name):
+    """The vassal ini of a service in the emperor's directory."""
+    return posixpath.join(vassals_dir, name + ".ini")

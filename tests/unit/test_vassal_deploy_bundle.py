@@ -1,0 +1,83 @@
+"""The deploy batch (plugins/modules/vassal_deploy.py): what its threads do at once."""
+
+import io
+import os
+import tarfile
+import threading
+import types
+
+from ansible_collections.microsvc.deploy.plugins.modules import vassal_deploy
+
+SERVICES = 48
+
+
+def release_tarball(name):
+    """A small gzipped release whose content names the service, big enough to take many reads."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        body = ("%s\n" % name).encode() + os.urandom(64 * 1024)
+        info = tarfile.TarInfo("app.py")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    return data.getvalue()
+
+
+def test_releases_are_read_from_the_bundle_by_many_threads_each_intact(tmp_path, monkeypatch):
+    """Several threads read the bundle of releases and wheelhouses at once: every service gets
+    its own member, intact."""
+    bundle = tmp_path / "bundle.tar"
+    with tarfile.open(bundle, "w") as tar:
+        for i in range(SERVICES):
+            blob = release_tarball("svc%02d" % i)
+            info = tarfile.TarInfo("releases/svc%02d.tar.gz" % i)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    services = [dict(name="svc%02d" % i, release="r%02d" % i, venv="v1", root=str(tmp_path / ("svc%02d" % i)),
+                     group="root", archive_member="releases/svc%02d.tar.gz" % i) for i in range(SERVICES)]
+    module = types.SimpleNamespace(params=dict(root=str(tmp_path), helper="/bin/false", migrate_helper="/bin/false", pip={}, timeout=5,
+                                               concurrency=8, env={}, services=services, bundle=str(bundle)))
+    seen = {}
+
+    def unpack(archive, releases, release, gid, venv, marker):
+        # What releases.unpack does first: open the member as a (gzipped) tar and read it.
+        with tarfile.open(fileobj=archive) as tar:
+            seen[release] = tar.extractfile("app.py").read().split(b"\n", 1)[0].decode()
+
+    monkeypatch.setattr(vassal_deploy.releases, "unpack", unpack)
+    monkeypatch.setattr(vassal_deploy.fsutil, "gid_of", lambda _group: 0)
+    deploy = vassal_deploy.Deploy(module)
+    deploy.each("release", deploy.step_release, deploy.live(), parallel=True)
+    failed = {name: state["msg"] for name, state in deploy.state.items() if not state["ok"]}
+    assert failed == {}
+    assert seen == {"r%02d" % i: "svc%02d" % i for i in range(SERVICES)}
+
+
+def test_vassal_starts_and_reloads_run_four_per_cpu_at_once(tmp_path, monkeypatch):
+    """They mostly wait for uWSGI (its checks run once a second): with concurrency 1, four wait
+    together, and never more."""
+    services = [dict(name="svc%02d" % i, release="r%02d" % i, venv="v1", python_version="3.11", root=str(tmp_path),
+                     ini_path="", ini_content="", stats_socket="", reload_file="") for i in range(12)]
+    module = types.SimpleNamespace(params=dict(root=str(tmp_path), helper="/bin/false", migrate_helper="/bin/false", pip={}, timeout=5,
+                                               concurrency=1, env={}, services=services, bundle=None))
+    together = threading.Barrier(4, timeout=10)
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def apply(name, *_args, **_kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        together.wait()  # raises BrokenBarrierError when fewer than four are ever in flight
+        with lock:
+            running[0] -= 1
+        return dict(action="chain-reload", master_pid=1)
+
+    monkeypatch.setattr(vassal_deploy.releases, "plan_switch",
+                        lambda root, release, keep=0: dict(previous="r0", current=release, changed=False))
+    monkeypatch.setattr(vassal_deploy.vassal, "apply", apply)
+    monkeypatch.setattr(vassal_deploy.venvs, "present", lambda *_args: True)
+    deploy = vassal_deploy.Deploy(module)
+    for step in ("step_layout", "step_release", "step_env", "step_check"):
+        setattr(deploy, step, lambda _svc: None)
+    state = deploy.run()
+    assert {name: s["msg"] for name, s in state.items() if not s["ok"]} == {}
+    assert most[0] == 4
