@@ -136,8 +136,8 @@ def gone_reason(record, now, break_runs=()):
     if not record.get("run"):
         return "its record is unreadable"
     if record["run"] in (break_runs or ()):
-        return "its ansible-playbook process (PID %s) no longer runs on %s" % (record.get("pid"),
-                                                                             record.get("controller"))
+        return "its ansible-playbook process (PID %s) no longer runs on %s" % (
+            record.get("pid"), record.get("controller"))
     renewed = record.get("renewed")
     lease = record.get("lease")
     if not isinstance(renewed, (int, float)) or not isinstance(lease, (int, float)):

@@ -82,8 +82,8 @@ def log(service_root, group_id, title, text=""):
     """Append an entry to the service's deploy log: opened without following links, created 0640
     root:<service group>, rotated once beyond LOG_MAX. Never fails the caller."""
     path = os.path.join(service_root, LOG_NAME)
-    entry = "=== %s %s\n%s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), title,
-                              (text.rstrip() + "\n") if text.strip() else "")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    entry = "=== %s %s\n%s" % (stamp, title, (text.rstrip() + "\n") if text.strip() else "")
     try:
         if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > LOG_MAX:
             os.replace(path, path + ".1")

@@ -65,7 +65,7 @@ options:
     type: str
     default: deploy
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -121,6 +121,10 @@ def main():
             wait=dict(type="int", default=0),
             break_runs=dict(type="list", elements="str", default=[]),
             dir=dict(type="path", default=deploy_lock.DEFAULT_DIR),
+            # Used by the action plugin (the wait, and the purpose recorded in the holder); the module
+            # accepts them so that a direct call documented like the task works, and ignores them.
+            timeout=dict(type="int", default=600),
+            purpose=dict(type="str", default="deploy"),
         ),
         supports_check_mode=True,
     )

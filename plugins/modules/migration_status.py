@@ -55,7 +55,7 @@ options:
     type: path
     default: /usr/local/lib/microsvc/microsvc-migrate
 author:
-  - microsvc maintainers
+  - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
@@ -94,8 +94,8 @@ def plan_one(p, svc, bundle):
     releases_dir = os.path.join(svc["root"], "releases")
     if not svc.get("venv_present"):
         out["skipped"] = ("its virtualenv does not exist yet (a first deploy, or new requirements) and check "
-                          "mode builds none; the deploy log (%s/%s) will show the plan" % (svc["root"],
-                                                                                        migrations.LOG_NAME))
+                          "mode builds none; the deploy log (%s/%s) will show the plan"
+                          % (svc["root"], migrations.LOG_NAME))
         return out
     temp = None
     try:
