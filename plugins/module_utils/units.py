@@ -100,7 +100,7 @@ def read_marker(text):
             if len(words) >= 2:
                 meta = {"kind": words[0], "name": words[1]}
                 for word in words[2:]:
-                    key, _, value = word.partition("=")
+                    key, _sep, value = word.partition("=")
                     meta[key] = int(value) if value.isdigit() else value
     return service, meta
 
@@ -176,7 +176,7 @@ class Systemd:
         for unit, block in zip(units, blocks):
             values = {}
             for line in block.splitlines():
-                key, _, value = line.partition("=")
+                key, _sep, value = line.partition("=")
                 values[key] = value
             out[unit] = values
         return out

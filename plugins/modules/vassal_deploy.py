@@ -374,8 +374,8 @@ class Deploy:
     def run(self):
         self.each("layout", self.step_layout, self.live(), parallel=False)
         self.each("release", self.step_release, self.live(), parallel=True)
-        self.step_venvs([s for s in self.live() if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]),
-                                                                      s["python_version"])])
+        self.step_venvs([s for s in self.live()
+                         if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
         self.each("environment", self.step_env, self.live(), parallel=False)
         # A service whose workers' or schedules' units alone differ keeps its release: nothing
         # to import or to run before a switch (vassal_settle makes the units what they should be).

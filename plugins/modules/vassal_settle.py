@@ -147,7 +147,7 @@ def back(svc, out, timeout, units_dir, undo):
     gid = fsutil.gid_of(svc["group"])
     try:
         if svc.get("env_changed"):
-            writes, removes, _, _ = envfile.plan(svc["env_file"], "restored")
+            writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
             envfile.apply(writes, removes, gid)
             out["env_restored"] = True
         previous = svc.get("previous")

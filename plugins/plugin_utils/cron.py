@@ -65,7 +65,7 @@ def _value(text, field):
 
 def _field(text, field):
     """The sorted values one field matches."""
-    name, low, high, _ = field
+    name, low, high, _names = field
     values = set()
     for item in text.split(","):
         match = ITEM.fullmatch(item)
