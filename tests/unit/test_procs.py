@@ -4,6 +4,7 @@ plan's entries, the release commands a deploy runs, the decisions about a servic
 (against a fake systemctl), and the bookkeeping that names a failed worker."""
 
 import os
+import pathlib
 
 import pytest
 import yaml
@@ -492,7 +493,7 @@ def test_a_worker_failure_after_an_environment_change_puts_the_previous_environm
     calls = []
     monkeypatch.setattr(vassal_settle.fsutil, "gid_of", lambda group: os.getgid())
     monkeypatch.setattr(vassal_settle.envfile, "write_atomic",
-                        lambda target, text, *a, **k: open(target, "w", encoding="utf-8").write(text))
+                        lambda target, text, *a, **k: pathlib.Path(target).write_text(text, encoding="utf-8"))
     monkeypatch.setattr(vassal_settle.vassal, "apply", lambda *a, **k: calls.append(k) or {"action": "reload"})
     svc = {"name": "jobs", "group": "jobs", "env_file": str(env), "env_changed": True, "previous": "r1",
            "switched": False, "ini_path": "x.ini", "stats_socket": "s", "reload_file": "r"}
