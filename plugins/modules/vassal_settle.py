@@ -107,24 +107,7 @@ def settle(svc, timeout, units_dir=units.UNITS_DIR):
             out["action"] = "settled"
         return out
     if outcome == "unhealthy":
-        if svc.get("env_changed"):
-            writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
-            envfile.apply(writes, removes, gid)
-            out["env_restored"] = True
-        previous = svc.get("previous")
-        if not previous:
-            vassal.stop(svc["ini_path"], svc["stats_socket"], svc.get("remove_sockets") or [], timeout, svc["name"])
-            out.update(action="stopped", stopped=True)
-            return out
-        if svc.get("switched"):
-            plan = releases.plan_switch(svc["root"], previous, rollback=True)
-            releases.apply_switch(svc["root"], plan)
-            out.update(previous=plan["previous"], current=plan["current"])
-        result = vassal.apply(svc["name"], svc["ini_path"], None, svc["stats_socket"], svc["reload_file"],
-                              code_changed=bool(svc.get("switched")), config_changed=out["env_restored"],
-                              timeout=timeout, log_file=svc.get("log_file"))
-        out["action"] = "rolled back (%s)" % result["action"]
-        return out
+        return to_previous(svc, out, timeout, units_dir)
     # on-demand rollback
     plan = releases.plan_switch(svc["root"], svc.get("release") or None, rollback=True)
     if plan["changed"]:
@@ -140,32 +123,39 @@ def settle(svc, timeout, units_dir=units.UNITS_DIR):
     return out
 
 
+def to_previous(svc, out, timeout, units_dir, undo=None):
+    """The service returns to what served before, web and workers: the previous environment and
+    release (the vassal reloaded), the previous units with every worker process that ran restarted
+    on that release (``undo``, when the units had changed); a first release is stopped altogether,
+    units included (it never goes live)."""
+    if svc.get("env_changed"):
+        writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
+        envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
+        out["env_restored"] = True
+    previous = svc.get("previous")
+    if not previous:
+        units.remove_all(svc["name"], units_dir)
+        vassal.stop(svc["ini_path"], svc["stats_socket"], svc.get("remove_sockets") or [], timeout, svc["name"])
+        out.update(action="stopped", stopped=True)
+        return out
+    if svc.get("switched"):
+        plan = releases.plan_switch(svc["root"], previous, rollback=True)
+        releases.apply_switch(svc["root"], plan)
+        out.update(previous=plan["previous"], current=plan["current"])
+    result = vassal.apply(svc["name"], svc["ini_path"], None, svc["stats_socket"], svc["reload_file"],
+                          code_changed=bool(svc.get("switched")), config_changed=out["env_restored"],
+                          timeout=timeout, log_file=svc.get("log_file"))
+    if undo is not None:
+        out["units"] = {"restart": units.restore(svc["name"], undo, units_dir)}
+    out["action"] = "rolled back (%s)" % result["action"]
+    return out
+
+
 def back(svc, out, timeout, units_dir, undo):
-    """A healthy deploy whose workers failed: the service returns to what served before, web and
-    workers (the previous environment and release, the previous units, every worker process that
-    ran restarted on that release); a first release is stopped altogether (it never goes live)."""
-    gid = fsutil.gid_of(svc["group"])
+    """A healthy deploy whose workers failed: back to what served before (to_previous); a failure
+    of that is reported with the workers' failure."""
     try:
-        if svc.get("env_changed"):
-            writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
-            envfile.apply(writes, removes, gid)
-            out["env_restored"] = True
-        previous = svc.get("previous")
-        if not previous:
-            units.remove_all(svc["name"], units_dir)
-            vassal.stop(svc["ini_path"], svc["stats_socket"], svc.get("remove_sockets") or [], timeout, svc["name"])
-            out.update(action="stopped", stopped=True)
-            return out
-        if svc.get("switched"):
-            plan = releases.plan_switch(svc["root"], previous, rollback=True)
-            releases.apply_switch(svc["root"], plan)
-            out.update(previous=plan["previous"], current=plan["current"])
-        result = vassal.apply(svc["name"], svc["ini_path"], None, svc["stats_socket"], svc["reload_file"],
-                              code_changed=bool(svc.get("switched")), config_changed=out["env_restored"],
-                              timeout=timeout, log_file=svc.get("log_file"))
-        if undo is not None:
-            out["units"] = {"restart": units.restore(svc["name"], undo, units_dir)}
-        out["action"] = "rolled back (%s)" % result["action"]
+        return to_previous(svc, out, timeout, units_dir, undo)
     except Exception as exc:  # noqa: BLE001 - reported with the failure; the other services go on
         out["recovery_error"] = str(exc)[-1500:]
     return out
