@@ -14,11 +14,8 @@ removed after.
 
 from __future__ import annotations
 
-import os
-import tarfile
-import tempfile
-
 from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 
 
 class ActionModule(ActionBase):
@@ -51,24 +48,6 @@ class ActionModule(ActionBase):
             result.update(changed=False, services={}, skipped=True, msg="no migrations run on this host")
             return result
         args["services"] = services
-        bundle_local = tmp_dir = None
-        try:
-            if files:
-                fd, bundle_local = tempfile.mkstemp(prefix="microsvc-plan-", suffix=".tar")
-                os.close(fd)
-                with tarfile.open(bundle_local, "w") as tar:
-                    for member, path in sorted(files.items()):
-                        tar.add(path, arcname=member)
-                tmp_dir = self._make_tmp_path()
-                remote = self._connection._shell.join_path(tmp_dir, "bundle.tar")
-                self._transfer_file(bundle_local, remote)
-                self._fixup_perms2((tmp_dir, remote))
-                args["bundle"] = remote
-            result.update(self._execute_module(module_name="microsvc.deploy.migration_status", module_args=args,
-                                               task_vars=task_vars))
-        finally:
-            if bundle_local:
-                os.unlink(bundle_local)
-            if tmp_dir:
-                self._remove_tmp_path(tmp_dir)
+        result.update(execute_with_bundle(self, files, "microsvc.deploy.migration_status", args, task_vars,
+                                          prefix="microsvc-plan-"))
         return result

@@ -19,13 +19,11 @@ microsvc.deploy.vassal_deploy.
 
 from __future__ import annotations
 
-import os
 import shlex
-import tarfile
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
 
@@ -122,24 +120,5 @@ class ActionModule(ActionBase):
                            pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0),
                            migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None)
         module_args = {k: v for k, v in module_args.items() if v is not None}
-        bundle_local = tmp_dir = None
-        try:
-            if files:
-                fd, bundle_local = tempfile.mkstemp(prefix="microsvc-bundle-", suffix=".tar")
-                os.close(fd)
-                with tarfile.open(bundle_local, "w") as tar:
-                    for member, path in sorted(files.items()):
-                        tar.add(path, arcname=member)
-                tmp_dir = self._make_tmp_path()
-                remote = self._connection._shell.join_path(tmp_dir, "bundle.tar")
-                self._transfer_file(bundle_local, remote)
-                self._fixup_perms2((tmp_dir, remote))
-                module_args["bundle"] = remote
-            result.update(self._execute_module(module_name="microsvc.deploy.vassal_deploy", module_args=module_args,
-                                               task_vars=task_vars))
-        finally:
-            if bundle_local:
-                os.unlink(bundle_local)
-            if tmp_dir:
-                self._remove_tmp_path(tmp_dir)
+        result.update(execute_with_bundle(self, files, "microsvc.deploy.vassal_deploy", module_args, task_vars))
         return result
