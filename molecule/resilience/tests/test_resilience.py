@@ -176,7 +176,7 @@ def test_status_playbook_reports_every_service_and_fails_on_an_unhealthy_one(hos
         wait_until(lambda: not answers(host, "service3"), 30, "service3 stopping")
         rc, out = run_playbook(inv, "playbooks/status.yml")
         assert rc != 0
-        assert "Unhealthy on %s: service3" % HOST in out, out
+        assert "On %s: service3 is unhealthy" % HOST in out, out
     finally:
         host.run("mv /root/service3.ini /etc/uwsgi/vassals/service3.ini")
     wait_until(lambda: answers(host, "service3"), 60, "service3 answering again")
