@@ -12,54 +12,16 @@ import sys
 import time
 
 import pytest
-import testinfra
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import PROJECT, Load, http, run_playbook, write_inventory
+from microsvc_checks import PROJECT, Load, http, run_playbook
+from multihost_hosts import ADDR, APP1, APP2, GW, SCENARIO_SERVICES, backend, inventory
 
-GW, APP1, APP2 = "microsvc-mh-gw", "microsvc-mh-app1", "microsvc-mh-app2"
-ADDR = {GW: "172.30.77.10", APP1: "172.30.77.11", APP2: "172.30.77.12"}
 # The demo's services, service1 with its database on microsvc-mh-db (migrations: test_postgres.py).
-with open(os.path.join(os.path.dirname(__file__), "..", "group_vars", "all", "services.yml"), encoding="utf-8") as _f:
+with open(SCENARIO_SERVICES, encoding="utf-8") as _f:
     SERVICES = yaml.safe_load(_f)["microsvc_services"]
 NAMES = [s["name"] for s in SERVICES]
-SETTINGS = {"microsvc_gateway_hosts": "gateways", "microsvc_app_hosts": "app_hosts"}
-
-
-def backend(name):
-    return testinfra.get_host("docker://" + name)
-
-
-@pytest.fixture(scope="module")
-def gw():
-    return backend(GW)
-
-
-@pytest.fixture(scope="module")
-def app1():
-    return backend(APP1)
-
-
-@pytest.fixture(scope="module")
-def app2():
-    return backend(APP2)
-
-
-def inventory(directory, services):
-    """The scenario's inventory for a run from a test: gateway, app hosts and their addresses."""
-    inv = write_inventory(directory, GW, services, SETTINGS)
-    with open(os.path.join(inv, "hosts.yml"), encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
-    conn = data["all"]["hosts"][GW]
-    data["all"]["hosts"] = {}
-    data["all"]["children"] = {
-        "gateways": {"hosts": {GW: dict(conn, microsvc_private_address=ADDR[GW])}},
-        "app_hosts": {"hosts": {h: dict(conn, microsvc_private_address=ADDR[h]) for h in (APP1, APP2)}},
-    }
-    with open(os.path.join(inv, "hosts.yml"), "w", encoding="utf-8") as handle:
-        yaml.safe_dump(data, handle)
-    return inv
 
 
 def port_of(name):

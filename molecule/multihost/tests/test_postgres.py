@@ -18,16 +18,12 @@ import sys
 import zlib
 
 import pytest
-import testinfra
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import PROJECT, Playbook, http, run_playbook, write_inventory
+from microsvc_checks import PROJECT, Playbook, http, run_playbook
+from multihost_hosts import APP1, APP2, GW, SCENARIO_SERVICES, inventory
 
-GW, APP1, APP2, DB = "microsvc-mh-gw", "microsvc-mh-app1", "microsvc-mh-app2", "microsvc-mh-db"
-ADDR = {GW: "172.30.77.10", APP1: "172.30.77.11", APP2: "172.30.77.12"}
-SETTINGS = {"microsvc_gateway_hosts": "gateways", "microsvc_app_hosts": "app_hosts"}
-SCENARIO_SERVICES = os.path.join(os.path.dirname(__file__), "..", "group_vars", "all", "services.yml")
 # The helper's advisory lock of service1 (roles/uwsgi_emperor/files/microsvc-migrate).
 NAMESPACE = zlib.crc32(b"microsvc.deploy") & 0x7FFFFFFF
 KEY = zlib.crc32(b"service1") & 0x7FFFFFFF
@@ -80,30 +76,6 @@ class Rollout(models.Model):
 '''
 
 
-def backend(name):
-    return testinfra.get_host("docker://" + name)
-
-
-@pytest.fixture(scope="module")
-def gw():
-    return backend(GW)
-
-
-@pytest.fixture(scope="module")
-def app1():
-    return backend(APP1)
-
-
-@pytest.fixture(scope="module")
-def app2():
-    return backend(APP2)
-
-
-@pytest.fixture(scope="module")
-def db():
-    return backend(DB)
-
-
 def sql(db, query):
     return db.check_output("runuser -u postgres -- psql -d service1 -tA -F ' ' -c %s" % shlex.quote(query))
 
@@ -135,21 +107,6 @@ def services(code=None, **django):
                 svc["source"] = str(code)
             svc["django"] = dict(svc["django"], **django)
     return listed
-
-
-def inventory(directory, service_list):
-    inv = write_inventory(directory, GW, service_list, SETTINGS)
-    with open(os.path.join(inv, "hosts.yml"), encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
-    conn = data["all"]["hosts"][GW]
-    data["all"]["hosts"] = {}
-    data["all"]["children"] = {
-        "gateways": {"hosts": {GW: dict(conn, microsvc_private_address=ADDR[GW])}},
-        "app_hosts": {"hosts": {h: dict(conn, microsvc_private_address=ADDR[h]) for h in (APP1, APP2)}},
-    }
-    with open(os.path.join(inv, "hosts.yml"), "w", encoding="utf-8") as handle:
-        yaml.safe_dump(data, handle)
-    return inv
 
 
 def currents(*hosts):
