@@ -1,0 +1,95 @@
+"""What every isolation test needs: the attacker's shell, and the view from outside.
+
+``attack(host, script)`` runs a shell script the way a compromised service runs it: posted to
+the hostile service's own /exec endpoint, so it runs inside that service's uWSGI worker (its
+user, its sandbox, its cgroup). ``as_user(host, script)`` runs it from a plain shell as the
+service's user, outside any sandbox: a stronger attacker than the service itself.
+``Outside`` takes checksums, owners and modes of everything the service must not change, and
+the processes that run as root, so that a test can assert that an attack changed none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+from microsvc_checks import _quote, http  # noqa: E402
+
+HOSTILE = "hostile"
+NEIGHBOURS = ("service1", "service2")
+ROUTES = {"service1": "/api/service1/health/", "service2": "/api/service2/health", "hostile": "/api/hostile/health"}
+
+# Everything outside the hostile service's own writable directories that an attack must leave
+# as it was: /etc, the gateway's files and logs, every neighbour's tree (code, env, logs, data),
+# the emperor's files, and the hostile service's own root-owned files (env, code, virtualenvs).
+_FINGERPRINT = r"""
+set -e
+for p in /etc /usr/local /usr/lib/microsvc /var/log/nginx /var/lib/microsvc /opt/www/service1 \
+         /opt/www/service2 /opt/www/hostile/env /opt/www/hostile/releases /opt/www/hostile/venvs; do
+  [ -e "$p" ] || continue
+  find "$p" -xdev \( -path /etc/ld.so.cache -o -path '/var/log/nginx/*' -o -path '/opt/www/*/shared/log/*' \
+       -o -path /etc/machine-id -o -path '/etc/*-' \) -prune -o -printf '%p %u %g %m %y\n'
+  find "$p" -xdev -type f ! -path '/var/log/*' ! -path '/opt/www/*/shared/log/*' ! -path /etc/ld.so.cache \
+       -print0 | xargs -0r sha256sum
+done | sort
+find /var/log/nginx /opt/www/service1/shared/log /opt/www/service2/shared/log -printf '%p %u %g %m %y\n' | sort
+"""
+
+
+def attack(host, script, timeout=60):
+    """Run ``script`` inside the hostile service's uWSGI worker; returns {rc, out, err, uid}."""
+    resp = host.run(
+        "python3 -c %s %s %d" % (_quote(_POST), _quote(script), timeout))
+    assert resp.rc == 0, resp.stderr
+    return json.loads(resp.stdout)
+
+
+_POST = r"""
+import json, sys, urllib.request
+script, timeout = sys.argv[1], int(sys.argv[2])
+req = urllib.request.Request("http://127.0.0.1/api/hostile/exec", data=script.encode(), method="POST",
+                             headers={"X-Timeout": str(timeout)})
+print(urllib.request.urlopen(req, timeout=timeout + 30).read().decode())
+"""
+
+
+def as_user(host, script, user=HOSTILE):
+    """Run ``script`` from a plain shell as the service's user (no sandbox)."""
+    return host.run("runuser -u %s -- /bin/sh -c %s" % (user, _quote(script)))
+
+
+def root_processes(host):
+    """The commands running as root (PIDs left out: a restarted nginx worker is no new root)."""
+    out = host.check_output("ps -eo user:32,args --no-headers")
+    return sorted({line.split(None, 1)[1] for line in out.splitlines() if line.split(None, 1)[0] == "root"})
+
+
+class Outside:
+    """The view from outside the service, taken before an attack and compared after it."""
+
+    def __init__(self, host):
+        self.host = host
+        self.files = self.fingerprint()
+        self.root = root_processes(host)
+
+    def fingerprint(self):
+        return self.host.check_output("sh -c %s" % _quote(_FINGERPRINT)).splitlines()
+
+    def assert_unchanged(self, allow_root=()):
+        after = self.fingerprint()
+        changed = sorted(set(after) ^ set(self.files))
+        assert not changed, "files outside the service changed:\n" + "\n".join(changed[:40])
+        new_root = [p for p in root_processes(self.host) if p not in self.root
+                    and not any(p.startswith(a) for a in allow_root)]
+        assert not new_root, "new processes run as root: %s" % new_root
+        for name in NEIGHBOURS:
+            assert http(self.host, ROUTES[name])["status"] == 200, "%s stopped answering" % name
+
+
+@pytest.fixture
+def outside(host):
+    return Outside(host)
