@@ -17,7 +17,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import _quote, http  # noqa: E402
+from microsvc_checks import _quote, http
 
 HOSTILE = "hostile"
 NEIGHBOURS = ("service1", "service2")
