@@ -228,3 +228,21 @@ def test_a_link_to_a_root_only_socket_is_never_connected_as_root(host, outside, 
         outside.assert_unchanged(allow_root=WRITER)
     finally:
         restore(host)
+
+
+def test_the_hostile_service_own_deploy_with_a_silent_stats_server_ends_in_bounded_time(host, inventory):
+    """A deploy of the hostile service itself cannot see its workers through its stats socket: it
+    fails after the reload timeout, with the reason, instead of hanging; the neighbours keep answering."""
+    start_server(host, "silence")
+    try:
+        began = time.time()
+        rc, out = run_playbook(inventory, args=["-e", "deploy_services=%s" % HOSTILE, "-e", "deploy_force=true",
+                                                "-e", '{"uwsgi_vassal_reload_timeout": 20}'])
+        took = time.time() - began
+        assert rc != 0, out
+        assert took < 300, took
+        assert "service '%s'" % HOSTILE in out and "the stats socket gave no complete answer within" in out, out
+        for name in NEIGHBOURS:
+            assert http(host, ROUTES[name])["status"] == 200
+    finally:
+        restore(host)
