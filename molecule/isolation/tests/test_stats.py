@@ -246,3 +246,13 @@ def test_the_hostile_service_own_deploy_with_a_silent_stats_server_ends_in_bound
             assert http(host, ROUTES[name])["status"] == 200
     finally:
         restore(host)
+
+
+def test_the_metrics_writer_unit_runs_without_dac_override_and_is_sandboxed(host):
+    caps = host.check_output("systemctl show -p CapabilityBoundingSet --value microsvc-uwsgi-metrics.service")
+    timeout = host.check_output("systemctl show -p TimeoutStartUSec --value microsvc-uwsgi-metrics.service")
+    assert set(caps.split()) == {"cap_setuid", "cap_setgid"}, caps
+    assert timeout not in ("infinity", "0"), timeout
+    out = host.check_output("systemd-analyze security microsvc-uwsgi-metrics.service")
+    exposure = float(re.search(r"Overall exposure level for microsvc-uwsgi-metrics.service: ([\d.]+)", out).group(1))
+    assert exposure <= 4.5, out
