@@ -16,6 +16,8 @@ REQUIRED = [
     "roles/uwsgi_vassal/tasks/main.yml",
     "plugins/action/service_plan.py",
     "plugins/modules/nginx_config.py",
+    # The uwsgi_emperor role installs it on hosts for its metrics writer.
+    "plugins/module_utils/uwsgi_stats.py",
 ]
 FORBIDDEN_PREFIXES = ["samples/", "tests/", "molecule/", "tools/", ".ci/", "collections/", "benchmarks/",
                       "inventories/demo/", ".venv/", "dist/"]

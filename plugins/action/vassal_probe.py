@@ -21,7 +21,8 @@ Task arguments:
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
 ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
-leftovers), and ``state`` (the host's view of every probed service).
+leftovers), ``state`` (the host's view of every probed service), and ``stats_errors`` (a warning per
+service whose stats answer could not be used).
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ def work_entry(wanted, state, force):
                 python_version=state.get("python_version"))
 
 
+def stats_warnings(states):
+    """One line per service whose stats answer could not be used (the probe's C(stats_error))."""
+    return ["service '%s': its stats cannot be read, its state is unknown: %s" % (name, state["stats_error"])
+            for name, state in sorted(states.items()) if state.get("stats_error")]
+
+
 def removals(probed, absent, vassals_dir, root):
     """Services to remove: absent ones with leftovers, and vassals of services no longer listed."""
     by_name = {s["name"]: s for s in absent}
@@ -158,7 +165,8 @@ class ActionModule(ActionBase):
             vassals_dir=vassals_dir,
             uwsgi=dict(args.get("uwsgi") or {}),
             listed=list(args.get("listed") or []),
-            services=[dict(name=s["name"], root=s["root"], user=s["user"], python=wanted[s["name"]]["python"],
+            services=[dict(name=s["name"], root=s["root"], user=s["user"], group=s["group"],
+                           python=wanted[s["name"]]["python"],
                            release=wanted[s["name"]]["release"], venv=wanted[s["name"]]["venv"],
                            ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
                            env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
@@ -181,6 +189,11 @@ class ActionModule(ActionBase):
         work = [work_entry(wanted[svc["name"]], probed["services"][svc["name"]], args.get("force")) for svc in services]
         work = [w for w in work if w]
         remove = removals(probed, absent, vassals_dir, args.get("root") or "/opt/www")
-        result.update(changed=False, work=work, remove=remove, state=probed["services"],
+        # A service whose stats answer cannot be used is reported, and deployed like the others when
+        # it needs work (its own deploy then waits for its workers within the reload timeout).
+        unknown = stats_warnings(probed["services"])
+        if unknown:
+            result["warnings"] = list(result.get("warnings") or []) + unknown
+        result.update(changed=False, work=work, remove=remove, state=probed["services"], stats_errors=unknown,
                       msg="%d of %d services need a deploy, %d to remove" % (len(work), len(services), len(remove)))
         return result

@@ -13,7 +13,11 @@ import time
 
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
-from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary, workers
+from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read, read_stats, summary, workers
+
+# Stats sockets are read as the owner of the service's run/ directory (the service's user), each read
+# bounded in time and size and schema-checked (uwsgi_stats); an answer that cannot be used counts as
+# no answer, so a service that hijacks its own stats socket can only make its own deploy wait and fail.
 
 
 class VassalError(Exception):
@@ -59,8 +63,10 @@ def wait(stats_socket, action, old, timeout, log_file=None, name=""):
     (new worker pids, master pid)."""
     deadline = time.time() + timeout
     last = None
+    reason = None
     while time.time() < deadline:
-        last = read_stats(stats_socket)
+        answer = read(stats_socket)
+        last, reason = answer.stats, answer.reason
         current = workers(last)
         if current and all(acc for _pid, acc, _st in current):
             pids = [pid for pid, _acc, _st in current]
@@ -69,7 +75,8 @@ def wait(stats_socket, action, old, timeout, log_file=None, name=""):
         time.sleep(0.2)
     log = fsutil.tail(log_file)
     raise VassalError("service '%s': the vassal did not come up with new workers within %ds after a %s. "
-                      "Last stats: %s. End of its log:\n%s" % (name, timeout, action, summary(last), log),
+                      "Last stats: %s. End of its log:\n%s"
+                      % (name, timeout, action, reason or summary(last), log),
                       stats=summary(last), log_tail=log)
 
 

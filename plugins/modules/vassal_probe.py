@@ -14,6 +14,9 @@ description:
     needed. Changes nothing.
   - Also compares each service's systemd units (workers and schedules) with the host's, and whether
     their processes and timers run.
+  - Reads every service's stats socket as that service's user, bounded in time and size and
+    schema-checked; a service whose answer cannot be used gets C(stats_error) (why), and the others
+    are probed as usual.
   - Also reports the vassal ini files and units written by this collection for services that are no
     longer listed, and what is left on the host of services marked absent.
   - The action plugin of the same name computes the wanted state on the controller (release ids,
@@ -24,7 +27,8 @@ options:
   services:
     description:
       - Services to compare, each with C(name), C(root), C(user), C(release), C(venv), C(python),
-        C(ini_path), C(ini_sha1), C(env_file), C(env_sha1), C(stats_socket), and C(units), its systemd units
+        C(ini_path), C(ini_sha1), C(env_file), C(env_sha1), C(stats_socket), C(group) (optional), and
+        C(units), its systemd units
         (C(files), name to SHA-1; C(instances), the worker processes; C(timers), the schedules' timers).
     type: list
     elements: dict
@@ -78,8 +82,9 @@ EXAMPLES = r"""
 RETURN = r"""
 services:
   description:
-    - Per service name, its state on the host, C(needs), the reasons to deploy its web process, and
-      C(unit_needs), the reasons to change its workers' and schedules' units.
+    - Per service name, its state on the host, C(needs), the reasons to deploy its web process,
+      C(unit_needs), the reasons to change its workers' and schedules' units, and C(stats_error), why
+      its stats answer could not be used (null when it could, or when nothing listens).
   returned: always
   type: dict
 unlisted:
@@ -113,7 +118,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils.paths import (
     RELEASE_MARKER,
     VENV_MARKER,
 )
-from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats, summary
+from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_many, summary
 
 _PY_CACHE = {}
 
@@ -176,7 +181,7 @@ def probe_units(svc, owned, loaded, units_dir):
     return units.needs(svc["name"], spec, present, mine_loaded, enabled)
 
 
-def probe_service(svc):
+def probe_service(svc, answer):
     root = svc["root"]
     release = svc["release"]
     state = {"name": svc["name"]}
@@ -215,9 +220,10 @@ def probe_service(svc):
         if not os.path.isdir(os.path.join(root, sub)):
             needs.append("directory %s missing" % sub)
             break
-    stats = summary(read_stats(svc["stats_socket"]))
+    stats = summary(answer.stats)
     state["running"] = stats["running"]
     state["master_pid"] = stats.get("master_pid")
+    state["stats_error"] = answer.reason
     state["needs"] = needs
     history = read_json(os.path.join(root, "releases", HISTORY)) or []
     state["history"] = history
@@ -259,7 +265,9 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    services = {svc["name"]: probe_service(svc) for svc in p["services"]}
+    # Every stats socket at once, each as its service's user and bounded in time and size.
+    answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]])
+    services = {svc["name"]: probe_service(svc, answers[svc["name"]]) for svc in p["services"]}
     owned = units.owned(p["units_dir"])
     wants_units = any((svc.get("units") or {}).get("files") for svc in p["services"])
     try:

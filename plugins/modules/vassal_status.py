@@ -12,13 +12,16 @@ description:
   - For each service given, reads the C(current) release, the vassal's stats socket (master pid,
     workers and whether they accept requests) and C(/proc) (resident memory of the master and its
     workers, uptime of the master). Changes nothing.
+  - Each stats socket is read as the service's user, within a few seconds and a size cap, and its
+    answer schema-checked; a service whose answer cannot be used gets C(stats_error) (why) and no
+    numbers, the other services are read as usual. Only processes of the service's user are measured.
   - For a service with workers or schedules (systemd units naming it in I(units_dir)), also each worker
     process (state, pid, uptime, automatic restarts) and each schedule (start and result of the last run,
     next run), from systemd.
 version_added: 0.1.0
 options:
   services:
-    description: Services, each with C(name), C(root) and C(stats_socket).
+    description: Services, each with C(name), C(root), C(stats_socket), C(user) and C(group).
     type: list
     elements: dict
     required: true
@@ -39,8 +42,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 services:
-  description: Per service name, C(release), C(running), C(master_pid), C(workers), C(accepting),
-    C(requests), C(rss_kb), C(uptime_s), and C(processes) (its worker processes, each C(worker), C(instance),
+  description: Per service name, C(release), C(running), C(stats_error) (why its stats answer could not
+    be used, or null), C(master_pid), C(workers), C(accepting), C(requests), C(rss_kb), C(uptime_s), and C(processes) (its worker processes, each C(worker), C(instance),
     C(state), C(pid), C(uptime_s), C(restarts)) and C(schedules) (each C(schedule), C(last_run), C(result),
     C(next_run); times in unix seconds).
   returned: always
@@ -55,11 +58,12 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import units
-from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read_stats
+from ansible_collections.microsvc.deploy.plugins.module_utils import units, uwsgi_stats
 
 
-def rss_kb(pid):
+def rss_kb(pid, uid=None):
+    if uid is not None and not uwsgi_stats.owned_pid(pid, uid):
+        return 0
     try:
         with open("/proc/%d/status" % pid, encoding="utf-8") as handle:
             for line in handle:
@@ -92,12 +96,17 @@ def main():
     out = {}
     owned = units.owned(module.params["units_dir"])
     now = time.time()
+    # Every service's stats at once, each as its own user and bounded: a service that answers
+    # garbage or nothing costs its own line a few seconds, never the others'.
+    answers = uwsgi_stats.read_many([(svc["name"], svc["stats_socket"], svc.get("user"), svc.get("group"))
+                                     for svc in module.params["services"]])
     for svc in module.params["services"]:
         link = os.path.join(svc["root"], "current")
         release = os.path.basename(os.readlink(link)) if os.path.islink(link) else None
-        stats = read_stats(svc["stats_socket"])
-        entry = dict(release=release, running=stats is not None, master_pid=None, workers=0, accepting=0,
-                     requests=0, rss_kb=0, uptime_s=None, processes=[], schedules=[])
+        answer = answers[svc["name"]]
+        stats = answer.stats
+        entry = dict(release=release, running=stats is not None, stats_error=answer.reason, master_pid=None,
+                     workers=0, accepting=0, requests=0, rss_kb=0, uptime_s=None, processes=[], schedules=[])
         if svc["name"] in owned:
             try:
                 procs = units.status(svc["name"], module.params["units_dir"], now=now,
@@ -106,15 +115,18 @@ def main():
                 module.fail_json(msg="service '%s': %s" % (svc["name"], exc))
             entry.update(processes=procs["workers"], schedules=procs["schedules"])
         if stats:
-            workers = stats.get("workers", [])
-            master = stats.get("pid")
+            # A checked answer: the fields used here have their types and ranges; its pids count only
+            # when they are the service's own processes.
+            workers = stats["workers"]
+            master = stats["pid"]
+            own = uwsgi_stats.owned_pid(master, answer.uid)
             entry.update(
-                master_pid=master,
+                master_pid=master if own else None,
                 workers=len(workers),
-                accepting=sum(1 for w in workers if w.get("accepting")),
-                requests=sum(w.get("requests", 0) for w in workers),
-                rss_kb=rss_kb(master) + sum(rss_kb(w.get("pid", 0)) for w in workers) if master else 0,
-                uptime_s=uptime_s(master) if master else None,
+                accepting=sum(1 for w in workers if w["accepting"]),
+                requests=sum(w["requests"] for w in workers),
+                rss_kb=rss_kb(master, answer.uid) + sum(rss_kb(w["pid"], answer.uid) for w in workers if w["pid"]),
+                uptime_s=uptime_s(master) if own else None,
             )
         out[svc["name"]] = entry
     module.exit_json(changed=False, services=out, now=int(now))

@@ -1,22 +1,37 @@
 """microsvc-uwsgi-metrics (roles/uwsgi_emperor/files): every vassal's uWSGI stats in the textfile
 collector's format, read from the stats sockets the vassal files name; a vassal that does not
-answer is reported down, files that are not the collection's vassals are ignored."""
+answer is reported down, files that are not the collection's vassals are ignored. The writer
+imports the collection's stats reader (installed on hosts as microsvc_uwsgi_stats): here the very
+module of plugins/module_utils, so one implementation is tested against the hostile servers of
+test_uwsgi_stats.py, through the writer too."""
 
 import importlib.machinery
 import importlib.util
 import json
 import os
+import pwd
 import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
+from ansible_collections.microsvc.deploy.plugins.module_utils import uwsgi_stats
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPT = os.path.join(ROOT, "roles", "uwsgi_emperor", "files", "microsvc-uwsgi-metrics")
+AS_ROOT = os.geteuid() == 0
+# The services' account: the reader switches to it when the tests run as root.
+SERVICE = pwd.getpwnam("nobody") if AS_ROOT else pwd.getpwuid(os.geteuid())
+
+
+SERVICE_PID = []
 
 
 def _load():
+    sys.modules["microsvc_uwsgi_stats"] = uwsgi_stats
     loader = importlib.machinery.SourceFileLoader("microsvc_uwsgi_metrics", SCRIPT)
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
@@ -31,7 +46,10 @@ def serve_stats(path, document):
     """A uWSGI-like stats server: answers one JSON document per connection, then closes."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
+    if AS_ROOT:
+        os.chown(path, SERVICE.pw_uid, SERVICE.pw_gid)
     server.listen(5)
+    payload = document if isinstance(document, bytes) else json.dumps(document).encode()
 
     def loop():
         while True:
@@ -40,7 +58,10 @@ def serve_stats(path, document):
             except OSError:
                 return
             with conn:
-                conn.sendall(json.dumps(document).encode())
+                if payload:
+                    conn.sendall(payload)
+                else:  # silence: hold the connection open
+                    time.sleep(30)
 
     threading.Thread(target=loop, daemon=True).start()
     return server
@@ -50,7 +71,7 @@ def vassal(directory, name, stats, marker=True):
     lines = ["; Ansible managed"]
     if marker:
         lines.append("; microsvc-service: %s" % name)
-    lines += ["[uwsgi]", "master = true", "stats = %s" % stats, "uid = %s" % name]
+    lines += ["[uwsgi]", "master = true", "stats = %s" % stats, "uid = %s" % SERVICE.pw_name]
     (directory / ("%s.ini" % name)).write_text("\n".join(lines) + "\n")
 
 
@@ -61,7 +82,7 @@ def parse(text):
             assert re.fullmatch(r"# (HELP|TYPE) microsvc_uwsgi_[a-z_]+ .+", line), line
             continue
         key, value = line.rsplit(" ", 1)
-        assert re.fullmatch(r'microsvc_uwsgi_[a-z_]+(\{service="[a-z0-9_-]+"(,[a-z]+="[a-z0-9]+")?\})?', key), key
+        assert re.fullmatch(r'microsvc_uwsgi_[a-z_]+(\{service="[a-z0-9_-]+"(,[a-z]+="[a-z0-9_]+")?\})?', key), key
         series[key] = float(value)
     return series
 
@@ -71,16 +92,28 @@ def host(tmp_path):
     vassals = tmp_path / "vassals"
     vassals.mkdir()
     sockets = []
-    # A short socket directory: unix socket paths are limited to about 100 bytes.
+    # A short socket directory: unix socket paths are limited to about 100 bytes. Owned by the services'
+    # account, like a service's run/ directory.
     sock_dir = "/tmp/mx-%d" % os.getpid()
     os.makedirs(sock_dir, exist_ok=True)
+    if AS_ROOT:
+        os.chown(sock_dir, SERVICE.pw_uid, SERVICE.pw_gid)
+    # The service's processes: this test process when it runs as the services' account, else a
+    # process started as that account.
+    proc = None if not AS_ROOT else subprocess.Popen(["sleep", "60"], user=SERVICE.pw_uid, group=SERVICE.pw_gid,
+                                                        extra_groups=[])
+    pid = proc.pid if proc else os.getpid()
+    SERVICE_PID[:] = [pid]
     stats = {
-        "pid": os.getpid(),
+        "pid": pid,
         "listen_queue": 3,
         "workers": [
-            {"id": 1, "pid": os.getpid(), "requests": 41, "status": "busy", "respawn_count": 3, "harakiri_count": 1},
-            {"id": 2, "pid": os.getpid(), "requests": 7, "status": "idle", "respawn_count": 1, "harakiri_count": 0},
-            {"id": 3, "pid": 0, "requests": 0, "status": "cheap", "respawn_count": 1, "harakiri_count": 0},
+            {"id": 1, "pid": pid, "accepting": 1, "requests": 41, "status": "busy", "respawn_count": 3,
+             "harakiri_count": 1},
+            {"id": 2, "pid": pid, "accepting": 1, "requests": 7, "status": "idle", "respawn_count": 1,
+             "harakiri_count": 0},
+            {"id": 3, "pid": 0, "accepting": 0, "requests": 0, "status": "cheap", "respawn_count": 1,
+             "harakiri_count": 0},
         ],
     }
     sockets.append(serve_stats(sock_dir + "/api.sock", stats))
@@ -88,7 +121,20 @@ def host(tmp_path):
     vassal(vassals, "down", sock_dir + "/nothing-listens.sock")
     vassal(vassals, "foreign", sock_dir + "/api.sock", marker=False)  # not written by this collection
     (vassals / "evil.ini").write_text('; microsvc-service: evil"} 1\nstats = %s/api.sock\n' % sock_dir)
+    # Hostile neighbours: garbage, a wrong shape, silence, and a stats answer naming a process of
+    # someone else (root's pid 1) to have its memory counted.
+    sockets.append(serve_stats(sock_dir + "/garbage.sock", b"<html>no json</html>"))
+    vassal(vassals, "garbage", sock_dir + "/garbage.sock")
+    sockets.append(serve_stats(sock_dir + "/shape.sock", {"pid": 1, "workers": [{"id": 1, "pid": [], "status": 3}]}))
+    vassal(vassals, "shape", sock_dir + "/shape.sock")
+    sockets.append(serve_stats(sock_dir + "/silent.sock", b""))
+    vassal(vassals, "silent", sock_dir + "/silent.sock")
+    sockets.append(serve_stats(sock_dir + "/liar.sock", dict(stats, pid=1, workers=[dict(stats["workers"][0], pid=1)])))
+    vassal(vassals, "liar", sock_dir + "/liar.sock")
     yield vassals
+    if proc:
+        proc.kill()
+        proc.wait()
     for sock in sockets:
         sock.close()
     for name in os.listdir(sock_dir):
@@ -97,7 +143,7 @@ def host(tmp_path):
 
 
 def test_every_vassal_of_the_collection_is_reported(host):
-    series = parse(metrics.collect(str(host)))
+    series = parse(metrics.collect(str(host), time_limit=1.0))
     assert series['microsvc_uwsgi_up{service="api"}'] == 1
     assert series['microsvc_uwsgi_up{service="down"}'] == 0
     assert not any("foreign" in k or "evil" in k for k in series), series
@@ -109,9 +155,37 @@ def test_every_vassal_of_the_collection_is_reported(host):
     assert series['microsvc_uwsgi_respawns_total{service="api"}'] == 2  # the first spawn is not a respawn
     assert series['microsvc_uwsgi_harakiri_total{service="api"}'] == 1
     assert series['microsvc_uwsgi_listen_queue{service="api"}'] == 3
-    # Master and two live workers (this test process stands in for them); the cheap one has no process.
-    assert series['microsvc_uwsgi_rss_bytes{service="api"}'] == 3 * metrics.rss(os.getpid()) > 0
+    # Master and two live workers (one process of the service stands in for them); the cheap one has no
+    # process.
+    one = metrics.rss(SERVICE_PID[0], SERVICE.pw_uid)
+    assert series['microsvc_uwsgi_rss_bytes{service="api"}'] == 3 * one > 0
     assert not any(k.startswith("microsvc_uwsgi_workers") and "down" in k for k in series)
+
+
+def test_hostile_answers_fail_only_their_own_service_within_the_time_bound(host):
+    began = time.monotonic()
+    series = parse(metrics.collect(str(host), time_limit=1.0))
+    assert time.monotonic() - began < 4
+    for name, reason in (("garbage", "not_json"), ("shape", "wrong_shape"), ("silent", "timeout")):
+        assert series['microsvc_uwsgi_up{service="%s"}' % name] == 0
+        assert series['microsvc_uwsgi_stats_error{service="%s",reason="%s"}' % (name, reason)] == 1
+        assert not any(k.startswith("microsvc_uwsgi_workers{") and name in k for k in series)
+    assert series['microsvc_uwsgi_stats_error{service="down",reason="not_running"}'] == 1
+    # The others are all there, unchanged.
+    assert series['microsvc_uwsgi_up{service="api"}'] == 1
+    assert series['microsvc_uwsgi_worker_requests_total{service="api",worker="1"}'] == 41
+    assert not any(k.startswith("microsvc_uwsgi_stats_error") and "api" in k for k in series)
+    # A well-formed answer that names someone else's processes gets none of their memory.
+    assert series['microsvc_uwsgi_up{service="liar"}'] == 1
+    assert series['microsvc_uwsgi_rss_bytes{service="liar"}'] == 0
+
+
+def test_the_writer_logs_why_a_service_is_down(host, capsys):
+    metrics.main(["--vassals-dir", str(host), "--output", "-"])
+    err = capsys.readouterr().err
+    assert "service 'garbage': the stats socket answered garbage (not JSON)" in err
+    assert "service 'shape': stats of the wrong shape: workers[0].pid is not an integer" in err
+    assert "service 'api'" not in err
 
 
 def test_the_output_file_is_replaced_whole(host, tmp_path):
