@@ -280,6 +280,11 @@ def test_each_unit_of_the_gateway_scores_a_low_exposure(host, unit):
     assert score <= MAX_EXPOSURE, out[-2000:]
 
 
+def test_the_exporter_still_reads_nginx_from_its_sandbox(host):
+    resp = http(host, "/metrics", port=9113)
+    assert resp["status"] == 200 and re.search(r"^nginx_up 1$", resp["body"], re.MULTILINE), resp["body"][-500:]
+
+
 def test_nginx_runs_in_its_sandbox_and_still_reloads_and_reopens_its_logs(host):
     pid = host.check_output("systemctl show -p MainPID --value nginx.service").strip()
     status = host.check_output("cat /proc/%s/status" % pid)
