@@ -202,6 +202,13 @@ SERVICE_CASES = [
      "from 1 to 86400"),
     ("rollback-policy-bogus", "clarity", {"django": {"rollback_policy": "allow"}}, "django.rollback_policy",
      "one of"),
+    # -- X-Accel-Redirect: a yes or no, never a path the gateway would serve ---------------------
+    ("accel-redirect-a-path", "paths", {"accel_redirect": "/etc/"}, "accel_redirect", "true or false"),
+    ("accel-redirect-newline", "inject", {"accel_redirect": "true\nlocation / { alias /; }"}, "accel_redirect",
+     "true or false"),
+    ("route-accel-internal", "paths", {"route": "/_accel/other/"}, "route", "/_accel/"),
+    ("accel-redirect-a-list", "clarity", {"accel_redirect": ["/opt/www/other/"]}, "accel_redirect",
+     "true or false"),
 ]
 
 # Service names that are (or look like) someone else's account, and other bad names.

@@ -67,9 +67,19 @@ def _git_path(repo):
     return repo
 
 
+# The gateway's internal locations of accel_redirect (/_accel/<name>/): no route below it.
+ACCEL_PREFIX = "/_accel/"
+
+
+def _route_extra(value):
+    if value.startswith(ACCEL_PREFIX):
+        return "%s is below %s, which the gateway keeps for its internal locations" % (show(value), ACCEL_PREFIX)
+    return _no_dot_segments(value)
+
+
 ROUTE = Str(r"/(?:(?:%s)/)+" % SEGMENT,
             "a URL path that begins and ends with '/', with at least one segment of letters, digits and ._~- "
-            "between slashes (no '.' or '..' segments, no '%')", 200, extra=_no_dot_segments)
+            "between slashes (no '.' or '..' segments, no '%', not below /_accel/)", 200, extra=_route_extra)
 HEALTH_PATH = Str(r"(?:(?:%s)/)*(?:%s)?(?:\?[A-Za-z0-9._~=&-]{0,200})?" % (SEGMENT, SEGMENT),
                   "a relative URL path below the service's route (no leading '/', no '.' or '..' segments, "
                   "no '%'), optionally with a query of letters, digits and ._~=&-", 300, extra=_no_dot_segments)

@@ -85,6 +85,7 @@ def service_entries(draw, index):
                                                           "exec-as-root", "cheaper-algo"]),
                                          st.one_of(st.integers(-5, 5000), hostile("X-A: b"), st.booleans()),
                                          max_size=3),
+        "accel_redirect": st.one_of(st.booleans(), hostile("/etc/")),
         "processes": st.integers(-2, 300),
         "read_timeout": st.integers(-1, 100000),
         "workers": st.lists(st.fixed_dictionaries(
@@ -121,9 +122,13 @@ ROUTE_DIRECTIVES = {"include", "uwsgi_param", "client_max_body_size", "uwsgi_con
                     "uwsgi_send_timeout", "limit_req", "limit_req_status", "access_log", "error_log",
                     "uwsgi_next_upstream", "uwsgi_pass",
                     # the log fields service and route, the request id, the gateway's own JSON errors
-                    "set", "uwsgi_hide_header", "error_page"}
+                    "set", "uwsgi_hide_header", "error_page",
+                    # accel_redirect: X-Accel-Redirect followed, the other X-Accel-* headers ignored
+                    "uwsgi_ignore_headers"}
 ERROR_DIRECTIVES = {"access_log", "error_log", "default_type", "return"}
-STATIC_DIRECTIVES = {"alias", "access_log", "expires"}
+STATIC_DIRECTIVES = {"alias", "access_log", "expires", "disable_symlinks"}
+ACCEL_DIRECTIVES = {"internal", "if", "alias", "disable_symlinks", "access_log", "error_log"}
+ACCEL_IGNORED = ["X-Accel-Expires", "X-Accel-Limit-Rate", "X-Accel-Buffering", "X-Accel-Charset"]
 INI_SINGLE = {"strict", "plugins", "procname-prefix-spaced", "master", "processes", "thunder-lock", "threads",
               "enable-threads", "socket", "chmod-socket", "chown-socket", "stats", "uid", "gid", "umask", "chdir",
               "pythonpath", "home", "hook-post-fork", "lazy-apps", "mount", "manage-script-name", "module",
@@ -171,6 +176,8 @@ def check_nginx(config, plan):
         expected.add(("@microsvc_error_" + svc["name"],))
         if svc["django"] and svc["django"]["collectstatic"]:
             expected.add((svc["route"] + svc["django"]["static_url"],))
+        if svc["accel_redirect"]:
+            expected.add(("^~", "/_accel/%s/" % svc["name"]))
     assert set(locations) == expected
     assert len([d for d in server["block"] if d["directive"] == "location"]) == len(expected)
     for svc in present:
@@ -185,8 +192,29 @@ def check_nginx(config, plan):
             static = locations[(svc["route"] + svc["django"]["static_url"],)]
             assert {d["directive"] for d in static["block"]} <= STATIC_DIRECTIVES
             assert [d["args"] for d in static["block"] if d["directive"] == "alias"] == [[svc["static_dir"] + "/"]]
+            assert [d["args"] for d in static["block"] if d["directive"] == "disable_symlinks"] == [
+                ["on", "from=" + svc["static_dir"]]]
+        # X-Accel-* ignored at http level for every route; a route of accel_redirect follows only
+        # X-Accel-Redirect, and marks its requests for its own internal location, which checks the mark.
+        ignored = [d["args"] for d in loc["block"] if d["directive"] == "uwsgi_ignore_headers"]
+        if svc["accel_redirect"]:
+            assert ignored == [ACCEL_IGNORED]
+            assert ["$microsvc_accel_from", svc["name"]] in [d["args"] for d in loc["block"] if d["directive"] == "set"]
+            accel = locations[("^~", "/_accel/%s/" % svc["name"])]
+            assert {d["directive"] for d in accel["block"]} == ACCEL_DIRECTIVES
+            (check,) = [d for d in accel["block"] if d["directive"] == "if"]
+            assert check["args"] == ["$microsvc_accel_from", "!=", svc["name"]]
+            assert [(d["directive"], d["args"]) for d in check["block"]] == [("return", ["404"])]
+            protected = svc["shared_dir"] + "/protected"
+            assert [d["args"] for d in accel["block"] if d["directive"] == "alias"] == [[protected + "/"]]
+            assert [d["args"] for d in accel["block"] if d["directive"] == "disable_symlinks"] == [
+                ["on", "from=" + protected]]
+        else:
+            assert ignored == []
+    assert [d["args"] for d in http if d["directive"] == "uwsgi_ignore_headers"] == [["X-Accel-Redirect"] + ACCEL_IGNORED]
     assert not list(walk(http, "root"))
-    assert len(list(walk(config, "alias"))) == sum(1 for s in present if s["django"] and s["django"]["collectstatic"])
+    assert len(list(walk(config, "alias"))) == sum(1 for s in present if s["django"] and s["django"]["collectstatic"]) \
+        + sum(1 for s in present if s["accel_redirect"])
 
 
 HELPER = "/usr/local/sbin/microsvc-run"

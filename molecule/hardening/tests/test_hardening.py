@@ -18,6 +18,7 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 from microsvc_checks import (
+    NGINX_GROUP,
     demo_services,
     http,
     master_pid,
@@ -133,6 +134,11 @@ def test_per_service_logs_and_their_rotation(host):
         time_out -= 1
         host.run("sleep 0.1")
     assert "after-rotation" in host.file("/var/log/nginx/microsvc/service4.access.log").content_string
+    # No service reads another's requests: only root and nginx's workers (who reopen the logs
+    # after a rotation) enter the directory, and the rotated-in files are not world-readable.
+    log_dir = host.file("/var/log/nginx/microsvc")
+    assert (log_dir.user, log_dir.group, log_dir.mode) == ("root", NGINX_GROUP, 0o750)
+    assert host.file("/var/log/nginx/microsvc/service4.access.log").mode == 0o640
     # uWSGI logs events, not requests, by default (the gateway logs requests). After the
     # rotation (copytruncate) its next event lands in the fresh file: make one.
     uwsgi_log = "/opt/www/service4/shared/log/uwsgi.log"

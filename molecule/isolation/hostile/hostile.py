@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from urllib.parse import parse_qsl
 
 
 def _exec(environ):
@@ -35,6 +36,12 @@ def application(environ, start_response):
         status = "200 OK"
     elif path in ("/", "/health"):
         body, status = b"ok\n", "200 OK"
+    elif path == "/respond":
+        # Answers with the headers the attacker chose: /respond?h=Name:Value&h=... (to the gateway).
+        body, status = b"responded\n", "200 OK"
+        extra = [tuple(h.split(":", 1)) for k, h in parse_qsl(environ.get("QUERY_STRING", "")) if k == "h"]
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), *extra])
+        return [body]
     else:
         body, status = b"no\n", "404 Not Found"
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
