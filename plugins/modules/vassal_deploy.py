@@ -38,7 +38,7 @@ options:
         C(check), C(release_commands) (each C(name), C(argv), C(timeout), C(step), C(label)),
         C(units_only) (only its workers' or schedules' units differ, so no import check and no release commands),
         C(slice) (C(name), C(content) of the service's systemd slice, written before the switch when missing),
-        C(attach) (its vassal moves into that slice: one that runs outside it is moved after the switch),
+        C(attach) (its vassal moves into that slice; one that runs outside it is moved after the switch),
         C(archive_member), C(wheelhouse_member)).
     type: list
     elements: dict
