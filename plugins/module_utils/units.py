@@ -121,7 +121,7 @@ def owned(units_dir=UNITS_DIR):
     except OSError:
         return out
     for entry in entries:
-        if not entry.startswith("microsvc-") or not entry.endswith((".service", ".timer")):
+        if not entry.startswith("microsvc-") or not entry.endswith((".service", ".timer", ".slice")):
             continue
         service, meta = read_marker(_head(os.path.join(units_dir, entry)))
         if service and re.fullmatch(NAME, service) and entry.startswith(prefix(service)):

@@ -240,3 +240,14 @@ def test_attach_refuses_bad_arguments(argv):
     with pytest.raises(SystemExit) as exc:
         _attach().main(argv)
     assert exc.value.code not in (0, None)
+
+
+def test_the_slice_is_one_of_the_service_s_files_so_a_removal_takes_it_too(tmp_path):
+    """owned() is what the probe compares and what removal deletes: the slice must be in it."""
+    assert units.write_missing("microsvc-shop.slice", SLICE, str(tmp_path))
+    assert units.owned(str(tmp_path)) == {"shop": {"microsvc-shop.slice": {"kind": "slice", "name": "shop"}}}
+    spec = {"files": {"microsvc-shop.slice": SLICE}, "workers": [], "timers": []}
+    plan = units.decide("shop", spec, units.read_files(str(tmp_path), ["microsvc-shop.slice"]), {}, set())
+    assert plan["write"] == [] and plan["remove"] == []
+    assert units.decide("shop", {"files": {}}, {"microsvc-shop.slice": SLICE}, {}, set())["remove"] == [
+        "microsvc-shop.slice"]
