@@ -106,6 +106,17 @@ SERVICE_CASES = [
      "from 0 to 100000"),
     ("body-size-huge", "numbers", {"client_max_body_size": "9999999999G"}, "client_max_body_size", "64G"),
     ("status-bogus", "numbers", {"health": {"status": [99999]}}, "health.status", "from 100 to 599"),
+    # -- limits: each becomes a setting of the service's slice --------------------------------
+    ("memory-newline", "inject", {"limits": {"memory": "512M\nMemoryMax=infinity"}}, "limits.memory", "control"),
+    ("memory-infinity", "numbers", {"limits": {"memory": "infinity"}}, "limits.memory", "a size in M or G"),
+    ("memory-zero", "numbers", {"limits": {"memory": "0"}}, "limits.memory", "a size in M or G"),
+    ("memory-all-of-host", "numbers", {"limits": {"memory": "100%"}}, "limits.memory", "from 1% to 99%"),
+    ("memory-bytes-suffix", "numbers", {"limits": {"memory": "512MB"}}, "limits.memory", "a size in M or G"),
+    ("memory-negative", "numbers", {"limits": {"memory": "-1M"}}, "limits.memory", "a size in M or G"),
+    ("tasks-huge", "numbers", {"limits": {"tasks": 10 ** 9}}, "limits.tasks", "from 16 to 100000"),
+    ("tasks-tiny", "numbers", {"limits": {"tasks": 1}}, "limits.tasks", "from 16 to 100000"),
+    ("cpu-weight-zero", "numbers", {"limits": {"cpu_weight": 0}}, "limits.cpu_weight", "from 1 to 10000"),
+    ("cpu-weight-huge", "numbers", {"limits": {"cpu_weight": 10 ** 6}}, "limits.cpu_weight", "from 1 to 10000"),
     # -- git repositories ------------------------------------------------------------------------
     ("git-ext-transport", "sources", {"source": {"type": "git", "repo": "ext::sh -c touch% /tmp/pwned"}},
      "source.repo", "not allowed"),

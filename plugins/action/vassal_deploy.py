@@ -58,6 +58,13 @@ def release_commands(svc, migrate):
     return out
 
 
+def slice_file(work):
+    """{name, content} of the service's slice among its rendered units, or None."""
+    files = (work.get("units") or {}).get("files") or {}
+    names = [name for name in files if name.endswith(".slice")]
+    return dict(name=names[0], content=files[names[0]]) if names else None
+
+
 def module_service(work, svc, migrate):
     """What the module needs to deploy one service (no secrets)."""
     django = svc.get("django")
@@ -77,6 +84,9 @@ def module_service(work, svc, migrate):
             "pre_migrate_timeout": django.get("pre_migrate_timeout")},
         release_commands=[] if work.get("units_only") else release_commands(svc, migrate),
         units_only=bool(work.get("units_only")),
+        # The service's slice, written before its vassal first starts (the vassal moves into it).
+        slice=slice_file(work),
+        attach="\nhook-as-root = " in work["ini_content"],
         archive_member=None if work.get("release_present") else "releases/%s.tar.gz" % svc["name"],
         wheelhouse_member=None,
     )

@@ -17,7 +17,7 @@ Task arguments:
   root:          directory holding the services (for services no longer listed)
   once_here:     names of the services whose schedules and once-only workers run on this host
                  (one app host per service: the rule of microsvc.deploy.migration_hosts)
-  unit_templates: templates of the systemd units: worker, timer, tick, run
+  unit_templates: templates of the systemd units: worker, timer, tick, run, slice
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
 ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
@@ -44,29 +44,34 @@ def _sha1(text):
 
 
 TEMPLATES = {"worker": "worker.service.j2", "timer": "schedule.timer.j2", "tick": "schedule.service.j2",
-             "run": "schedule-run.service.j2"}
+             "run": "schedule-run.service.j2", "slice": "slice.j2"}
 
 
 def render_units(renderer, svc, once_here, templates=None):
-    """The systemd units of a service's workers (on every app host that runs it; a worker with
+    """The systemd units of a service: its slice, its workers (on every app host that runs it; a worker with
     ``once`` only on the one host that runs the schedules) and, on that host, of its schedules:
     {files: {name: content}, workers: [{name, template, instances, start_seconds}], timers:
     [names], log_dir}."""
     templates = dict(TEMPLATES, **(templates or {}))
-    files, workers, timers = {}, [], []
+    slice_ = units.slice_name(svc["name"])
+    # The service's slice: its limits, shared by the vassal (moved there at its start), the
+    # workers and the schedules. Every app host of the service has one.
+    files = {slice_: renderer.render(templates["slice"], extra_vars={"__uwsgi_vassal_svc": svc})}
+    workers, timers = [], []
     for proc in svc.get("workers") or []:
         if proc.get("once") and not once_here:
             continue
         template = units.worker_template(svc["name"], proc["name"])
         files[template] = renderer.render(templates["worker"], extra_vars={
-            "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc})
+            "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc, "__uwsgi_vassal_slice": slice_})
         workers.append(dict(name=proc["name"], template=template, start_seconds=proc["start_seconds"],
                             instances=units.worker_instances(svc["name"], proc["name"], proc["count"])))
     for proc in (svc.get("schedules") or []) if once_here else []:
         names = units.schedule_units(svc["name"], proc["name"])
         for kind in ("timer", "tick", "run"):
             files[names[kind]] = renderer.render(templates[kind], extra_vars={
-                "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc, "__uwsgi_vassal_units": names})
+                "__uwsgi_vassal_svc": svc, "__uwsgi_vassal_proc": proc, "__uwsgi_vassal_units": names,
+                "__uwsgi_vassal_slice": slice_})
         timers.append(names["timer"])
     return dict(files=files, workers=workers, timers=timers, log_dir=svc["log_dir"])
 

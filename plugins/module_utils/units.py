@@ -12,6 +12,8 @@ are, so that a rollback or the status needs nothing from the controller). Names:
     microsvc-<service>.schedule-<name>.timer       a schedule's timer ...
     microsvc-<service>.schedule-<name>.service     ... which starts this "tick": start a run, or skip and log
     microsvc-<service>.run-<name>.service          one run of the schedule
+    microsvc-<service>.slice                       the limits of all of the service's processes
+                                                   ('-' in <service> escaped as systemd does: \\x2d)
 
 Service and entry names are [a-z][a-z0-9_-]*, so the '.' after the service's name ends it.
 """
@@ -60,6 +62,12 @@ def schedule_units(service, name):
     return {"timer": "microsvc-%s.schedule-%s.timer" % (service, name),
             "tick": "microsvc-%s.schedule-%s.service" % (service, name),
             "run": "microsvc-%s.run-%s.service" % (service, name)}
+
+
+def slice_name(service):
+    """The service's slice. A '-' in a slice's name means nesting (a-b.slice is inside a.slice), so
+    it is escaped as systemd-escape does: service 'a-b' gets its own slice, not one in a's."""
+    return "microsvc-%s.slice" % service.replace("-", "\\x2d")
 
 
 def prefix(service):
@@ -113,7 +121,7 @@ def owned(units_dir=UNITS_DIR):
     except OSError:
         return out
     for entry in entries:
-        if not entry.startswith("microsvc-") or not entry.endswith((".service", ".timer")):
+        if not entry.startswith("microsvc-") or not entry.endswith((".service", ".timer", ".slice")):
             continue
         service, meta = read_marker(_head(os.path.join(units_dir, entry)))
         if service and re.fullmatch(NAME, service) and entry.startswith(prefix(service)):
@@ -136,6 +144,87 @@ def enabled_of(units_dir, service):
             continue
         out.update(e for e in entries if e.startswith(prefix(service)) and parse_unit(service, e))
     return out
+
+
+def write_missing(name, content, units_dir=UNITS_DIR):
+    """Write a unit file that does not exist yet (a new service's slice, before its vassal starts);
+    True when written. The caller reloads systemd. A present file is left to apply()."""
+    if not re.fullmatch(r"microsvc-[a-z0-9_\\-]{1,160}\.slice", name) or read_marker(content)[0] is None:
+        raise UnitsError("limits", "refused unit file name %r" % name)
+    path = os.path.join(units_dir, name)
+    if os.path.lexists(path):
+        return False
+    write_atomic(path, content, 0o644)
+    return True
+
+
+def _children():
+    """{ppid: [pid]} of every process now."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, encoding="utf-8", errors="replace") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def descendants(pid):
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def in_slice(pid, service):
+    """Whether process ``pid`` runs in the service's slice (systemd's own hierarchy, v1 or v2)."""
+    try:
+        with open("/proc/%d/cgroup" % int(pid), encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    return "/%s/" % slice_name(service) in text
+
+
+def adopt(service, master, timeout=10):
+    """Move a running vassal (its master and every process under it) into a scope in the service's
+    slice, as microsvc-attach does at a vassal's start: for a vassal that started before it had
+    limits (a reload keeps the process, and runs no hook as root). Returns the scope, or None when
+    the master is already in the slice."""
+    master = int(master)
+    if in_slice(master, service):
+        return None
+    escaped = slice_name(service)[len("microsvc-"):-len(".slice")]
+    scope = "microsvc-%s.web-%d.scope" % (escaped, master)
+    pids = [master] + descendants(master)
+    argv = ["busctl", "call", "--timeout=10", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))", scope, "fail", "5",
+            "PIDs", "au", str(len(pids))] + [str(p) for p in pids] + [
+            "Slice", "s", slice_name(service), "Description", "s", "microsvc %s: uWSGI vassal (web)" % service,
+            "CollectMode", "s", "inactive-or-failed", "OOMPolicy", "s", "continue", "0"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout + 10)
+    if proc.returncode != 0:
+        raise UnitsError("limits", "service '%s': systemd refused the scope %s: %s"
+                         % (service, scope, (proc.stderr or proc.stdout).strip()[-500:]))
+    deadline = time.time() + timeout
+    while not in_slice(master, service):
+        if time.time() > deadline:
+            raise UnitsError("limits", "service '%s': its vassal (pid %d) did not move into %s"
+                             % (service, master, slice_name(service)))
+        time.sleep(0.1)
+    # A worker forked meanwhile (a respawn) is in the emperor's cgroup still: attach it too.
+    late = [p for p in descendants(master) if not in_slice(p, service)]
+    if late:
+        subprocess.run(["busctl", "call", "--timeout=10", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                        "org.freedesktop.systemd1.Manager", "AttachProcessesToUnit", "ssau", scope, "/",
+                        str(len(late))] + [str(p) for p in late], capture_output=True, check=False, timeout=20)
+    return scope
 
 
 def read_files(units_dir, names):

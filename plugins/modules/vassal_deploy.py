@@ -37,6 +37,8 @@ options:
         C(ini_content), C(stats_socket), C(reload_file), C(log_file), C(keep_releases), C(marker),
         C(check), C(release_commands) (each C(name), C(argv), C(timeout), C(step), C(label)),
         C(units_only) (only its workers' or schedules' units differ, so no import check and no release commands),
+        C(slice) (C(name), C(content) of the service's systemd slice, written before the switch when missing),
+        C(attach) (its vassal moves into that slice; one that runs outside it is moved after the switch),
         C(archive_member), C(wheelhouse_member)).
     type: list
     elements: dict
@@ -133,6 +135,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import (
     migrations,
     paths,
     releases,
+    units,
     vassal,
     venvs,
 )
@@ -328,6 +331,26 @@ class Deploy:
                 raise StepError(command["step"], "%s failed (exit status %d): %s" % (
                     command["label"], proc.returncode, (proc.stderr or proc.stdout)[-1500:]))
 
+    def step_slices(self, services):
+        """Write the slice of each service that has none yet (a first deploy), so that its vassal
+        moves into it with its limits from its very start; one daemon-reload for all. A slice
+        that only changed is written with the service's other units after the health check."""
+        written = []
+        for svc in services:
+            spec = svc.get("slice")
+            if not spec:
+                continue
+            try:
+                if units.write_missing(spec["name"], spec["content"]):
+                    written.append(svc["name"])
+            except (OSError, units.UnitsError) as exc:
+                self.fail(svc["name"], "limits", "writing the slice of service '%s' failed: %s" % (svc["name"], exc))
+        if written:
+            proc = units.Systemd().run(["daemon-reload"], check=False)
+            if proc.returncode != 0:
+                for name in written:
+                    self.fail(name, "limits", "systemctl daemon-reload failed: %s" % (proc.stderr or "")[-500:])
+
     def step_switch(self, svc):
         name, state = svc["name"], self.state[svc["name"]]
         plan = releases.plan_switch(svc["root"], svc["release"], keep=svc.get("keep_releases") or 0)
@@ -343,6 +366,13 @@ class Deploy:
             state["action"] = "failed"
             raise StepError("reload", str(exc)) from None
         state.update(action=result["action"], master_pid=result["master_pid"])
+        # A vassal that started without limits (before this collection gave it a slice) only
+        # reloaded: move it, its workers included, into its slice now.
+        if svc.get("attach") and result["master_pid"]:
+            try:
+                units.adopt(name, result["master_pid"])
+            except (OSError, subprocess.SubprocessError, units.UnitsError) as exc:
+                raise StepError("limits", str(exc)) from None
 
     # -- recovery of a failed service ----------------------------------------------------------
     def recover(self, svc):
@@ -382,6 +412,7 @@ class Deploy:
         self.each("check", self.step_check, [s for s in self.live() if not s.get("units_only")], parallel=True)
         self.each("release commands", self.step_release_commands,
                   [s for s in self.live() if s.get("release_commands")], parallel=True)
+        self.step_slices(self.live())
         self.each("switch", self.step_switch, self.live(), parallel=True, workers=4 * self.workers)
         for name, state in self.state.items():
             if not state["ok"]:

@@ -152,6 +152,10 @@ class Command(Check):
 # reload re-reads them as options), and the names the collection sets itself.
 RESERVED_ENV = ("LD_*", "UWSGI_*", "MICROSVC_*")
 
+# A service's memory limit (MemoryMax= of its slice): never unlimited, never all of the host.
+MEMORY_LIMIT = Str(r"[1-9][0-9]{0,5}[MG]|[1-9][0-9]?%", "a size in M or G such as 512M or 2G (at most 999999), or a "
+                   "share of the host's memory from 1% to 99%", 8)
+
 # Workers, schedules and release commands: names become systemd unit names and log directories.
 PROC_NAME = Str(NAME_PATTERN, "a lowercase letter then up to 31 of a-z, 0-9, '_' and '-' (it becomes a systemd "
                 "unit name and a directory name)", 32)
@@ -193,6 +197,9 @@ FIELD_CHECKS = {
     "rate_limit.rate": Str(r"[1-9][0-9]{0,5}r/[sm]", "an nginx rate such as 10r/s or 600r/m (at most 999999)",
                            12),
     "rate_limit.burst": Int(0, 100000),
+    "limits.memory": MEMORY_LIMIT,
+    "limits.tasks": Int(16, 100000),
+    "limits.cpu_weight": Int(1, 10000),
     "keep_releases": Int(2, 100),
     "django.settings": SETTINGS_MODULE,
     "django.manage": RelPath((".py",)),

@@ -38,7 +38,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import (
     show,
     size_check,
 )
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import PYTHON, ROUTE
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import MEMORY_LIMIT, PYTHON, ROUTE
 
 
 class CommandLine(Check):
@@ -216,6 +216,10 @@ SETTINGS = {
     "uwsgi_vassal_platform": PLATFORM,
     "uwsgi_vassal_hardening": Bool(),
     "uwsgi_vassal_read_write_paths": ListOf(AbsPath(200, not_system=True, min_depth=2), 50),
+    "uwsgi_vassal_limits": Bool(),
+    "uwsgi_vassal_memory_max": MEMORY_LIMIT,
+    "uwsgi_vassal_tasks_max": Int(16, 100000),
+    "uwsgi_vassal_cpu_weight": Int(1, 10000),
     "uwsgi_vassal_rollback_release": AnyOf(EMPTY, Str(r"[0-9a-f]{12}", "a release id (12 hex digits)", 12)),
     "uwsgi_vassal_rollback_across_migrations": CommandLine(Bool()),
     # The deploy lock (issue 17): often given with -e for one run.

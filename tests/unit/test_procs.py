@@ -226,7 +226,8 @@ class Names:
     """A renderer that gives each file the name of its template and of the entry."""
 
     def render(self, template, extra_vars):
-        return "%s %s" % (template, extra_vars["__uwsgi_vassal_proc"]["name"])
+        entry = extra_vars.get("__uwsgi_vassal_proc") or extra_vars["__uwsgi_vassal_svc"]
+        return "%s %s" % (template, entry["name"])
 
 
 def test_schedules_and_once_workers_are_rendered_on_one_host_only():
@@ -237,11 +238,20 @@ def test_schedules_and_once_workers_are_rendered_on_one_host_only():
     here, elsewhere = render_units(Names(), svc, True), render_units(Names(), svc, False)
     assert sorted(here["files"]) == sorted([
         "microsvc-jobs.worker-w@.service", "microsvc-jobs.worker-beat@.service", "microsvc-jobs.schedule-s.timer",
-        "microsvc-jobs.schedule-s.service", "microsvc-jobs.run-s.service"])
+        "microsvc-jobs.schedule-s.service", "microsvc-jobs.run-s.service", "microsvc-jobs.slice"])
     assert here["files"]["microsvc-jobs.run-s.service"] == "schedule-run.service.j2 s"
     assert here["timers"] == ["microsvc-jobs.schedule-s.timer"]
     assert [w["instances"] for w in here["workers"]] == [[W1, W2], ["microsvc-jobs.worker-beat@1.service"]]
-    assert sorted(elsewhere["files"]) == ["microsvc-jobs.worker-w@.service"] and elsewhere["timers"] == []
+    # Every app host of the service has its slice (the web processes run on each).
+    assert sorted(elsewhere["files"]) == ["microsvc-jobs.slice", "microsvc-jobs.worker-w@.service"]
+    assert elsewhere["timers"] == [] and elsewhere["files"]["microsvc-jobs.slice"] == "slice.j2 jobs"
+
+
+def test_a_dash_in_a_service_name_does_not_nest_its_slice_in_another_service_s():
+    """'a-b.slice' would be a child of 'a.slice' (its processes under a's limits): escaped."""
+    assert units.slice_name("jobs") == "microsvc-jobs.slice"
+    assert units.slice_name("a-b") == "microsvc-a\\x2db.slice"
+    assert units.slice_name("a-b") != units.slice_name("a_b")
 
 
 # --- units: what a deploy changes -----------------------------------------------------------------------

@@ -87,6 +87,8 @@ def service_entries(draw, index):
                                          max_size=3),
         "accel_redirect": st.one_of(st.booleans(), hostile("/etc/")),
         "processes": st.integers(-2, 300),
+        "limits": st.fixed_dictionaries({"memory": hostile("256M")}, optional={"tasks": st.integers(-1, 200000),
+                                                                               "cpu_weight": st.integers(-1, 20000)}),
         "read_timeout": st.integers(-1, 100000),
         "workers": st.lists(st.fixed_dictionaries(
             {"name": hostile("w"), "argv": st.lists(hostile("arg"), min_size=1, max_size=3),
@@ -133,7 +135,7 @@ INI_SINGLE = {"strict", "plugins", "procname-prefix-spaced", "master", "processe
               "enable-threads", "socket", "chmod-socket", "chown-socket", "stats", "uid", "gid", "umask", "chdir",
               "pythonpath", "home", "hook-post-fork", "lazy-apps", "mount", "manage-script-name", "module",
               "wsgi-file", "need-app", "die-on-term", "vacuum", "touch-chain-reload", "harakiri", "max-requests",
-              "buffer-size", "logto", "disable-logging", "logfile-chown", "log-reopen"}
+              "buffer-size", "logto", "disable-logging", "logfile-chown", "log-reopen", "hook-as-root"}
 INI_LOOP = {"for-readline", "endfor", "unenv", "env"}
 
 
@@ -220,15 +222,18 @@ def check_nginx(config, plan):
 HELPER = "/usr/local/sbin/microsvc-run"
 UNIT_KEYS = {
     "worker": {"Description", "Wants", "After", "StartLimitIntervalSec", "Type", "ExecStart", "KillMode", "KillSignal",
-               "TimeoutStopSec", "Restart", "RestartSec", "SyslogIdentifier", "WantedBy"},
+               "TimeoutStopSec", "Restart", "RestartSec", "SyslogIdentifier", "WantedBy", "Slice"},
     "timer": {"Description", "OnActiveSec", "OnUnitActiveSec", "OnCalendar", "AccuracySec", "Unit", "WantedBy"},
-    "tick": {"Description", "Type", "ExecStart"},
-    "run": {"Description", "Type", "ExecStart", "RuntimeMaxSec", "KillMode", "TimeoutStopSec"},
+    "tick": {"Description", "Type", "ExecStart", "Slice"},
+    "run": {"Description", "Type", "ExecStart", "RuntimeMaxSec", "KillMode", "TimeoutStopSec", "Slice"},
+    "slice": {"Description", "Before", "MemoryAccounting", "MemoryMax", "MemorySwapMax", "TasksAccounting", "TasksMax",
+              "CPUAccounting", "CPUWeight"},
 }
 HARDENING = {"NoNewPrivileges", "CapabilityBoundingSet", "ProtectSystem", "ReadWritePaths", "ProtectHome", "PrivateTmp",
              "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
              "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RestrictSUIDSGID", "RestrictRealtime",
-             "RestrictNamespaces", "LockPersonality", "SystemCallArchitectures", "RestrictAddressFamilies"}
+             "RestrictNamespaces", "LockPersonality", "SystemCallArchitectures", "RestrictAddressFamilies",
+             "InaccessiblePaths"}
 
 
 def exec_words(value):
@@ -272,7 +277,7 @@ def parse_unit(text):
             section = line
             continue
         key, sep, value = line.partition("=")
-        assert sep and section in ("[Unit]", "[Service]", "[Timer]", "[Install]"), raw
+        assert sep and section in ("[Unit]", "[Service]", "[Timer]", "[Install]", "[Slice]"), raw
         entries.append((section, key, value))
     return entries
 
@@ -294,6 +299,17 @@ def check_unit(text, kind, svc, proc, root):
         assert words[0] == HELPER and words[-1] == svc["name"] and "--" not in words
     if kind == "timer":
         assert ("OnCalendar" in values) == bool(proc["cron"])
+    if kind in ("worker", "tick", "run"):
+        assert values["Slice"] == units.slice_name(svc["name"])
+    if kind in ("worker", "run"):
+        # Service code runs here: none of the control sockets is reachable.
+        assert "-/run/systemd/private" in values["InaccessiblePaths"].split()
+        assert "-/run/dbus" in values["InaccessiblePaths"].split()
+    if kind == "slice":
+        limits = svc.get("limits") or {}
+        assert values["MemoryMax"] == (limits.get("memory") or "50%")
+        assert values["TasksMax"] == str(limits.get("tasks") or 512)
+        assert values["CPUWeight"] == str(limits.get("cpu_weight") or 100)
 
 
 def parse_ini(text):
@@ -325,6 +341,8 @@ def check_ini(text, svc):
     assert values["socket"] == svc["socket"] and values["chdir"] == svc["root"]
     for key in ("exec-as-root", "immediate-uid", "immediate-gid", "set", "http-socket", "http11-socket"):
         assert key not in keys
+    # The one command run as root: the master moves itself into its service's slice.
+    assert values["hook-as-root"] == "exec:/usr/local/sbin/microsvc-attach " + svc["name"]
     assert keys.count("for-readline") == 2 and keys.count("endfor") == 2
 
 
@@ -344,7 +362,7 @@ def check_inputs(templar, tmp, services, knobs):
         return "refused"
     variables = {}
     for path in ("roles/nginx_gateway/defaults/main.yml", "roles/nginx_gateway/vars/Debian.yml",
-                 "roles/uwsgi_vassal/vars/Debian.yml"):
+                 "roles/uwsgi_vassal/vars/Debian.yml", "roles/uwsgi_vassal/vars/main.yml"):
         variables.update(_yaml(path))
     variables.update(knobs)
     present = [dict(s, members=["gw"]) for s in plan["services"] if s["state"] == "present"]
@@ -356,6 +374,7 @@ def check_inputs(templar, tmp, services, knobs):
         __nginx_gateway_tls_dir="/etc/nginx/microsvc-tls", __uwsgi_vassal_tcp=False,
         __uwsgi_vassal_socket_group="www-data", uwsgi_vassal_log_requests=False, uwsgi_vassal_bind_address="",
         __uwsgi_vassal_helper=HELPER, uwsgi_vassal_hardening=True, uwsgi_vassal_read_write_paths=[plan["root"]],
+        uwsgi_vassal_limits=True, uwsgi_vassal_memory_max="50%", uwsgi_vassal_tasks_max=512, uwsgi_vassal_cpu_weight=100,
     )
     files = {"nginx.conf": render(templar, "roles/nginx_gateway/templates/nginx.conf.j2", variables),
              "microsvc/gateway.conf": render(templar, "roles/nginx_gateway/templates/gateway.conf.j2", variables),
@@ -374,13 +393,16 @@ def check_inputs(templar, tmp, services, knobs):
                      if line]
         expected = 5 + len(svc["env"]) + (1 if svc["django"] and svc["django"]["settings"] else 0)
         assert len(env_lines) == expected and all("=" in line for line in env_lines)
+        check_unit(render(templar, "roles/uwsgi_vassal/templates/slice.j2", own), "slice", svc, None, plan["root"])
         for proc in svc["workers"]:
-            own = dict(variables, __uwsgi_vassal_svc=svc, __uwsgi_vassal_proc=proc)
+            own = dict(variables, __uwsgi_vassal_svc=svc, __uwsgi_vassal_proc=proc,
+                       __uwsgi_vassal_slice=units.slice_name(svc["name"]))
             check_unit(render(templar, "roles/uwsgi_vassal/templates/worker.service.j2", own), "worker", svc, proc,
                        plan["root"])
         for proc in svc["schedules"]:
             own = dict(variables, __uwsgi_vassal_svc=svc, __uwsgi_vassal_proc=proc,
-                       __uwsgi_vassal_units=units.schedule_units(svc["name"], proc["name"]))
+                       __uwsgi_vassal_units=units.schedule_units(svc["name"], proc["name"]),
+                       __uwsgi_vassal_slice=units.slice_name(svc["name"]))
             for kind, template in (("timer", "schedule.timer.j2"), ("tick", "schedule.service.j2"),
                                    ("run", "schedule-run.service.j2")):
                 check_unit(render(templar, "roles/uwsgi_vassal/templates/" + template, own), kind, svc, proc,
