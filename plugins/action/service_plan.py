@@ -121,6 +121,34 @@ class ActionModule(ActionBase):
             merged[secret] = bool(merged.get(secret))
         return gateway_settings.across(merged)
 
+    # The collection's listeners on its hosts: a service's port may not take one of them.
+    PORT_SETTINGS = (
+        ("nginx_gateway", "nginx_gateway_listen", "the gateway's HTTP listener (nginx_gateway_listen)"),
+        ("nginx_gateway", "nginx_gateway_tls_port", "the gateway's HTTPS listener (nginx_gateway_tls_port)"),
+        ("nginx_gateway", "nginx_gateway_check_port", "the gateway's check server (nginx_gateway_check_port)"),
+        ("nginx_gateway", "nginx_gateway_stub_status_port",
+         "nginx's stub_status (nginx_gateway_stub_status_port)"),
+        ("nginx_gateway", "nginx_gateway_metrics_port", "the nginx exporter (nginx_gateway_metrics_port)"),
+        ("uwsgi_emperor", "uwsgi_emperor_metrics_port", "the node exporter (uwsgi_emperor_metrics_port)"),
+    )
+
+    def _reserved_ports(self, task_vars):
+        """port -> what listens there, for the ports this run configures (role defaults otherwise)."""
+        defaults, ports = {}, {}
+        for role, name, what in self.PORT_SETTINGS:
+            if role not in defaults:
+                with open(os.path.join(ROLES_DIR, role, "defaults", "main.yml"), encoding="utf-8") as handle:
+                    defaults[role] = yaml.safe_load(handle) or {}
+            try:
+                value = plain(self._templar.template(task_vars.get(name, defaults[role].get(name))))
+            except AnsibleError:
+                continue
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                ports[value] = what
+        return ports
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
@@ -156,6 +184,7 @@ class ActionModule(ActionBase):
             source_roots=roots,
             allowed_pythons=[] if "microsvc_allowed_pythons" in bad else (args.get("allowed_pythons") or []),
             prepare_source=(lambda svc: prepare_source(svc, cache_dir)) if prepare else None,
+            reserved_ports=self._reserved_ports(task_vars or {}),
         )
         try:
             plan = planner.plan(

@@ -1,22 +1,31 @@
 #!/usr/bin/python
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
-"""Purge services: only the directories and accounts the collection created for them."""
+"""Purge services: only the directories and accounts the collection created for them; and
+create the accounts of present services ahead of their deploy (the service firewall names them)."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: service_accounts
-short_description: Purge services, removing only what the collection created for them
+short_description: Purge services (only what the collection created), or create the accounts of present ones
 description:
   - For each service of I(purge), removes its directory (only when it carries the collection's marker),
     then its user and group (only when the collection created them for that service, as recorded in
     C(/var/lib/microsvc/accounts/), or, for accounts of earlier versions, recognised by what those versions
     wrote), and forgets them. Anything else stays, with a warning.
   - Refusing a service named like someone else's account, before a host changes, is C(microsvc.deploy.host_check)'s.
+  - For each service of I(present), makes sure its system user and group exist (created and recorded as the
+    collection's when missing, exactly as a deploy does; refused when someone else's account has the name), and
+    returns their uids (the service firewall's rules name them before the service's first deploy).
   - One call for all services of a host; supports check mode.
 version_added: 0.2.0
 options:
+  present:
+    description: Services whose account must exist, each with C(name) and C(root) (their directory, also their home).
+    type: list
+    elements: dict
+    default: []
   purge:
     description: Services to purge, each with C(name) and C(root) (their directory, also their home).
     type: list
@@ -31,6 +40,11 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Create the accounts of the services present here
+  microsvc.deploy.service_accounts:
+    present:
+      - {name: billing, root: /opt/www/billing}
+
 - name: Purge a service that is gone
   microsvc.deploy.service_accounts:
     purge:
@@ -38,6 +52,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+created:
+  description: The accounts created (or that check mode would create), per service.
+  returned: always
+  type: dict
+uids:
+  description: The uid of each account of I(present) (null for an account check mode would create).
+  returned: always
+  type: dict
 purged:
   description: What was removed, per service.
   returned: always
@@ -48,6 +70,7 @@ import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil, layout
 from ansible_collections.microsvc.deploy.plugins.module_utils.accounts import classify, forget, lookup
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import SERVICE_MARKER
 
@@ -97,16 +120,28 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             purge=dict(type="list", elements="dict", default=[]),
+            present=dict(type="list", elements="dict", default=[]),
             registry=dict(type="path", default="/var/lib/microsvc/accounts"),
         ),
         supports_check_mode=True,
     )
-    purged = {}
+    purged, created, uids = {}, {}, {}
+    for svc in module.params["present"]:
+        name = svc["name"]
+        try:
+            changed, diff = layout.ensure_account(name, svc["root"], name, comment="microsvc service %s" % name,
+                                                  registry=module.params["registry"], check_mode=module.check_mode)
+        except layout.LayoutError as exc:
+            module.fail_json(msg=str(exc))
+        if changed:
+            created[name] = diff
+        entry = fsutil.user(name)
+        uids[name] = entry.pw_uid if entry is not None else None
     for svc in module.params["purge"]:
         done = purge_one(module, svc, module.params["registry"])
         if done:
             purged[svc["name"]] = done
-    module.exit_json(changed=bool(purged), purged=purged)
+    module.exit_json(changed=bool(purged or created), purged=purged, created=created, uids=uids)
 
 
 if __name__ == "__main__":

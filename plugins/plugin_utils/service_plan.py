@@ -173,7 +173,7 @@ FIELD_CHECKS = {
     "source.version": GIT_VERSION,
     "source.exclude": ListOf(EXCLUDE, 100),
     "socket": AbsPath(107),
-    "port": Int(1024, 65535),
+    "port": None,  # the Planner's ServicePort: it knows the ports the hosts use
     "module": MODULE,
     "wsgi_file": RelPath((".py", ".wsgi")),
     "requirements": ListOf(REQUIREMENT, 500),
@@ -250,6 +250,46 @@ UNIX_PATH_MAX = 107
 
 # Default TCP ports of the split layout: below Linux's ephemeral range (32768-60999).
 PORT_BASE, PORT_SPAN = 10000, 20000
+
+# A service's TCP port on an app host (the split layout) may not be one the host itself uses:
+# Linux's ephemeral range (the local ports of outgoing connections: the service firewall would
+# drop replies to a connection whose local port became a service port), and the ports of the
+# collection's own listeners and the usual host agents. Ports below 1024 need privileges.
+EPHEMERAL_PORTS = (32768, 60999)
+RESERVED_PORTS = {
+    22: "SSH",
+    80: "the gateway's HTTP listener (nginx_gateway_listen)",
+    443: "the gateway's HTTPS listener (nginx_gateway_tls_port)",
+    8098: "nginx's stub_status (nginx_gateway_stub_status_port)",
+    8099: "the gateway's check server (nginx_gateway_check_port)",
+    9100: "the node exporter (uwsgi_emperor_metrics_port)",
+    9113: "the nginx exporter (nginx_gateway_metrics_port)",
+}
+
+
+class ServicePort(Check):
+    """A service's TCP port: 1024-65535, outside the ephemeral range and the reserved ports."""
+
+    def __init__(self, reserved=None):
+        self.reserved = dict(RESERVED_PORTS if reserved is None else reserved)
+        listed = ", ".join("%d (%s)" % item for item in sorted(self.reserved.items()) if item[0] >= 1024)
+        self.rule = ("an integer from 1024 to 65535, outside the Linux ephemeral range %d-%d (the local ports of "
+                     "outgoing connections) and not a port the hosts use: %s"
+                     % (EPHEMERAL_PORTS + (listed or "none",)))
+
+    def __call__(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be %s, got %s" % (self.rule, kind_of(value))
+        if not 1024 <= value <= 65535:
+            return "must be %s, got %d" % (self.rule, value)
+        if EPHEMERAL_PORTS[0] <= value <= EPHEMERAL_PORTS[1]:
+            return "%d is in the Linux ephemeral range %d-%d; must be %s" % ((value,) + EPHEMERAL_PORTS + (self.rule,))
+        if value in self.reserved:
+            return "%d is the port of %s; must be %s" % (value, self.reserved[value], self.rule)
+        return None
+
+
+FIELD_CHECKS["port"] = ServicePort()
 
 # Fields that make no sense as a default shared by all services.
 PER_SERVICE_ONLY = ("name", "route", "source")
@@ -473,8 +513,13 @@ class Planner:
 
     def __init__(self, service_spec, root="/opt/www", route_prefix="/api/", base_dir=".",
                  secret_names=(), is_vaulted=None, source_roots=None, allowed_pythons=(),
-                 prepare_source=None):
+                 prepare_source=None, reserved_ports=None):
         self.spec = service_spec
+        # Ports the hosts use (port -> what listens there), refused as a service's port and
+        # skipped by the default ports: the built-in table, with the values this run configures.
+        reserved = dict(RESERVED_PORTS)
+        reserved.update({int(k): str(v) for k, v in (reserved_ports or {}).items()})
+        self.port_check = ServicePort(reserved)
         self.root = root
         self.route_prefix = route_prefix
         self.base_dir = base_dir
@@ -558,6 +603,8 @@ class Planner:
             for where, value in _field_values(svc, field):
                 if field == "python" and value in self.allowed_pythons:
                     continue
+                if field == "port":
+                    check = self.port_check
                 if isinstance(check, MapOf) and isinstance(value, dict):
                     # One message per entry, naming it: field 'env.DB_HOST'.
                     if len(value) > check.max_items:
@@ -705,7 +752,7 @@ class Planner:
             svc = self._normalize_item(index, item, shared, errors)
             if svc is not None:
                 normalized.append(svc)
-        self._assign_ports(normalized)
+        self._assign_ports(normalized, self.port_check.reserved)
         self._check_across(normalized, errors)
         wanted, selection_errors = _parse_selection(selected)
         errors.extend(selection_errors)
@@ -741,11 +788,12 @@ class Planner:
         }
 
     @staticmethod
-    def _assign_ports(services):
+    def _assign_ports(services, reserved=()):
         """A port for every service without one: derived from its name, in 10000-29999 (below
-        Linux's ephemeral range), moved to the next free port on a collision. Services are
-        taken in name order, so a port depends only on the names in the list, not their order."""
-        used = {s["port"] for s in services if s["port_explicit"]}
+        Linux's ephemeral range), moved to the next free port on a collision or a port the hosts
+        use. Services are taken in name order, so a port depends only on the names in the list
+        (and the reserved ports), not their order."""
+        used = {s["port"] for s in services if s["port_explicit"]} | set(reserved)
         for svc in sorted((s for s in services if not s["port_explicit"]), key=lambda s: s["name"]):
             offset = zlib.crc32(svc["name"].encode("utf-8")) % PORT_SPAN
             while PORT_BASE + offset in used:

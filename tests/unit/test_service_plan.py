@@ -82,7 +82,9 @@ INVALID = [
     ("rate-limit-without-rate", [ok(rate_limit={"burst": 5})], "'svc'", "'rate_limit.rate'"),
     ("read-timeout-zero", [ok(read_timeout=0)], "'svc'", "'read_timeout'"),
     ("port-privileged", [ok(port=80)], "'svc'", "'port'"),
-    ("duplicate-port", [ok("a", port=9100), ok("b", port=9100)], "'b'", "'port'"),
+    ("duplicate-port", [ok("a", port=12000), ok("b", port=12000)], "'b'", "'port'"),
+    ("port-ephemeral", [ok(port=40000)], "'svc'", "'port'"),
+    ("port-node-exporter", [ok(port=9100)], "'svc'", "'port'"),
     ("keep-one-release", [ok(keep_releases=1)], "'svc'", "'keep_releases'"),
     ("reserved-uwsgi-option", [ok(uwsgi_options={"uid": "root"})], "'svc'", "'uwsgi_options.uid'"),
     ("requirement-is-an-option", [ok(requirements=["--index-url=http://evil"])], "'svc'", "'requirements'"),
@@ -182,6 +184,27 @@ def test_an_explicit_port_wins_over_a_derived_one(planner):
     derived = planner.plan([ok("a")])["services"][0]["port"]
     plan = planner.plan([ok("a"), ok("b", port=derived)])
     assert plan["services"][1]["port"] == derived and plan["services"][0]["port"] != derived
+
+
+def test_a_port_the_hosts_use_is_refused_naming_what_uses_it(planner):
+    (error,) = errors_of(planner, [ok(port=9113)])
+    assert error.startswith("service 'svc': field 'port': 9113 is the port of the nginx exporter")
+    assert "outside the Linux ephemeral range 32768-60999" in error and "9100 (the node exporter" in error
+    (error,) = errors_of(planner, [ok(port=32768)])
+    assert "32768 is in the Linux ephemeral range 32768-60999" in error
+    for port in (1024, 8097, 9101, 32767, 61000, 65535):
+        assert planner.plan([ok(port=port)])["services"][0]["port"] == port
+
+
+def test_configured_host_ports_are_refused_and_skipped_by_derived_ports(tmp_path):
+    (tmp_path / "code").mkdir()
+    derived = plan_mod.Planner(SPEC, base_dir=str(tmp_path)).plan([ok("a")])["services"][0]["port"]
+    planner = plan_mod.Planner(SPEC, base_dir=str(tmp_path),
+                               reserved_ports={derived: "the host's agent", 12001: "another agent"})
+    (error,) = errors_of(planner, [ok("b", port=12001)])
+    assert "12001 is the port of another agent" in error
+    moved = planner.plan([ok("a")])["services"][0]["port"]
+    assert moved != derived and 10000 <= moved < 30000
 
 
 def test_env_values_are_strings(planner):

@@ -71,7 +71,7 @@ def test_only_the_gateway_can_open_a_service_port(gw, app1):
     assert gw.check_output(cmd) == "open"
     assert app1.check_output(cmd).startswith("closed")
     # The rule is the host firewall's, not an accident of routing: its drop counter moved.
-    assert "counter packets 0 " not in backend(APP2).check_output("nft list table inet microsvc")
+    assert " packets 0 " not in backend(APP2).check_output("nft list counter inet microsvc gateway_only")
 
 
 def test_gateway_keeps_answering_when_an_app_host_is_down(gw):
