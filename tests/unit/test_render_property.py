@@ -128,7 +128,7 @@ INI_SINGLE = {"strict", "plugins", "procname-prefix-spaced", "master", "processe
               "enable-threads", "socket", "chmod-socket", "chown-socket", "stats", "uid", "gid", "umask", "chdir",
               "pythonpath", "home", "hook-post-fork", "lazy-apps", "mount", "manage-script-name", "module",
               "wsgi-file", "need-app", "die-on-term", "vacuum", "touch-chain-reload", "harakiri", "max-requests",
-              "buffer-size", "logto", "disable-logging", "logfile-chown", "log-reopen"}
+              "buffer-size", "logto2", "disable-logging", "log-reopen"}
 INI_LOOP = {"for-readline", "endfor", "unenv", "env"}
 
 

@@ -137,7 +137,7 @@ def test_per_service_logs_and_their_rotation(host):
     # rotation (copytruncate) its next event lands in the fresh file: make one.
     uwsgi_log = "/opt/www/service4/shared/log/uwsgi.log"
     assert "chain reload" not in host.file(uwsgi_log).content_string
-    host.run("touch /opt/www/service4/run/chain-reload")
+    host.run("touch /opt/www/service4/chain-reload")
     time_out = 100
     while time_out and "chain reload" not in host.file(uwsgi_log).content_string:
         time_out -= 1
