@@ -16,7 +16,7 @@ import time
 
 import pytest
 import yaml
-from conftest import HOSTILE, ROUTES, Outside, as_user, attack
+from conftest import HOSTILE, NEIGHBOURS, ROUTES, Outside, as_user, attack, root_processes
 from microsvc_checks import PROJECT, http, master_pid, run_playbook
 
 HOST = os.environ.get("MICROSVC_ISOLATION_NAME", "microsvc-isolation")
@@ -193,18 +193,40 @@ def test_the_chain_reload_file_is_beside_env_and_the_service_cannot_replace_it(h
     assert out["out"].split() == ["rc=1", "rc=1"], out
 
 
-def test_a_deploy_with_links_planted_in_run_and_log_changes_nothing_outside(host, inventory, clean_links):
+def test_a_deploy_with_links_planted_in_run_and_log_changes_nothing_outside(host, inventory, clean_links,
+                                                                            tmp_path, monkeypatch):
     """Links where the chain-reload file and uWSGI's log used to be, and a socket name in run/,
-    then a forced deploy of the hostile service (its vassal chain-reloads): root touches only its
-    own file, and the targets stay as they were."""
+    then a deploy of new code of the hostile service (its vassal chain-reloads): root touches only
+    its own file, and the targets stay as they were."""
+    code = tmp_path / "hostile-v2"
+    shutil.copytree(os.path.join(SCENARIO, "hostile"), code)
+    with open(code / "hostile.py", "a", encoding="utf-8") as handle:
+        handle.write("\n# a new release: the deploy chain-reloads the vassal\n")
     outside = Outside(host)
+    before = len(host.file(ROOT + "/log/uwsgi.log").content_string)
     out = attack(host, "ln -sf /etc/hostname %s/run/chain-reload && ln -sf /etc/hosts %s/run/uwsgi.sock && "
                        "ln -sf /opt/www/service1/env %s/uwsgi.log" % (ROOT, ROOT, LOG))
     assert out["rc"] == 0, out
-    rc, out = run_playbook(inventory(), args=["-e", "deploy_services=%s" % HOSTILE, "-e", "deploy_force=true"])
+    inv = inventory()
+    monkeypatch.setenv("MICROSVC_HOSTILE_DIR", str(code))
+    rc, out = run_playbook(inv, args=["-e", "deploy_services=%s" % HOSTILE])
     assert rc == 0, out[-3000:]
+    # uWSGI, as the service, saw root's touch of <root>/chain-reload and replaced its workers.
+    assert "chain reload" in host.file(ROOT + "/log/uwsgi.log").content_string[before:]
     assert stat_of(host, ROOT + "/chain-reload").startswith("root:root 644 regular")
-    outside.assert_unchanged()
+    assert_unchanged_but_own_release(host, outside)
+
+
+def assert_unchanged_but_own_release(host, outside):
+    """Outside.assert_unchanged, except for the hostile service's new release and virtualenv."""
+    own = (ROOT + "/releases", ROOT + "/venvs")
+    changed = [line for line in set(outside.fingerprint()) ^ set(outside.files)
+               if not any(line.startswith(p) or "  " + p in line for p in own)]
+    assert not changed, "files outside the service changed:\n" + "\n".join(sorted(changed)[:40])
+    new_root = [p for p in root_processes(host) if p not in outside.root]
+    assert not new_root, "new processes run as root: %s" % new_root
+    for name in NEIGHBOURS:
+        assert http(host, ROUTES[name])["status"] == 200, "%s stopped answering" % name
 
 
 # --- status, schedules and logrotate over what the service writes ----------------------------
