@@ -580,8 +580,10 @@ class Planner:
             elif FIELD_CHECKS["env"].value(value):
                 continue  # reported by the table
             elif no_uwsgi_magic(str(value)):
-                bad("env.%s" % key, "the value %s; uWSGI reads the environment file and the service would "
-                    "see another value" % no_uwsgi_magic(str(value)))
+                # uWSGI no longer reads the environment file (each worker does, without expansions),
+                # but the refusal stays: no env value can ever become uWSGI configuration.
+                bad("env.%s" % key, "the value %s, also in env values, so that none can ever be expanded"
+                    % no_uwsgi_magic(str(value)))
 
     @staticmethod
     def _check_procs(svc, bad):
