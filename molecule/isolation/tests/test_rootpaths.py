@@ -232,16 +232,29 @@ def assert_unchanged_but_own_release(host, outside):
 # --- status, schedules and logrotate over what the service writes ----------------------------
 
 def test_status_and_a_schedule_run_with_the_schedules_directory_swapped_for_a_link(host, inventory, clean_links):
-    outside = Outside(host)
-    out = as_user(host, "cd %s && mkdir -p schedules/tick && mv schedules schedules.real && "
-                        "ln -s /opt/www/service2/shared/log schedules" % LOG)
-    assert out.rc == 0, out.stderr
-    _rc, text = run_playbook(inventory(), playbook="playbooks/status.yml")
-    assert "only-service2" not in text
-    run = host.run("systemctl start microsvc-%s.run-tick.service" % HOSTILE)
-    assert "only-service2" not in run.stdout + run.stderr
-    assert host.run("ls /opt/www/service2/shared/log/tick").rc != 0
-    outside.assert_unchanged()
+    """schedules/ swapped for a link to a neighbour's directory that holds a tick/runs.log: status
+    must not report the neighbour's run as the service's (root never follows the link), and the
+    service's own run, as its user, cannot write there."""
+    decoy = "/opt/www/service2/shared/log/decoy"
+    line = "2020-01-02T03:04:05.000Z %s pid=1 command_pid=2 release=x log=NEIGHBOUR.log"
+    made = as_user(host, "mkdir -p %s/tick && printf '%%s\\n' '%s' '%s' > %s/tick/runs.log"
+                   % (decoy, line % "started", (line % "finished").replace("pid=1 command_pid=2 release=x",
+                                                                            "exit=42 seconds=1.0"), decoy),
+                   "service2")
+    assert made.rc == 0, made.stderr
+    try:
+        outside = Outside(host)
+        out = as_user(host, "cd %s && mkdir -p schedules/tick && mv schedules schedules.real && ln -s %s schedules"
+                      % (LOG, decoy))
+        assert out.rc == 0, out.stderr
+        _rc, text = run_playbook(inventory(), playbook="playbooks/status.yml")
+        assert "exit 42" not in text, text[-3000:]
+        run = host.run("systemctl start microsvc-%s.run-tick.service" % HOSTILE)
+        assert "exit 42" not in run.stdout + run.stderr
+        assert host.file(decoy + "/tick/runs.log").content_string.count("\n") == 2
+        outside.assert_unchanged()
+    finally:
+        as_user(host, "rm -rf %s" % decoy, "service2")
 
 
 def test_status_with_the_runs_log_replaced_by_a_link_to_a_neighbours_env(host, inventory, clean_links):
@@ -276,6 +289,14 @@ def test_logrotate_forced_as_root_with_links_in_shared_log_changes_nothing_outsi
     # rotate (truncate) it; the service's user cannot even reach it.
     decoy = "/opt/www/service2/shared/log/decoy"
     assert as_user(host, "mkdir -p %s && echo neighbour-run > %s/runs.log" % (decoy, decoy), "service2").rc == 0
+    try:
+        rotate_with_links(host, decoy)
+    finally:
+        as_user(host, "rm -f %s/../data/own %s/*.log.1 %s/*.gz; rm -rf %s/schedules" % (LOG, LOG, LOG, LOG))
+        as_user(host, "rm -rf %s" % decoy, "service2")
+
+
+def rotate_with_links(host, decoy):
     outside = Outside(host)
     out = attack(host, "cd %s && echo x > ../data/own && ln -sf /opt/www/service2/env evil.log && "
                        "ln -sf /etc/shadow shadow.log && ln -f ../data/own hard-own.log && "
@@ -292,8 +313,6 @@ def test_logrotate_forced_as_root_with_links_in_shared_log_changes_nothing_outsi
     assert host.file(decoy + "/runs.log").content_string == "neighbour-run\n"
     assert not host.file(decoy + "/runs.log.1").exists
     outside.assert_unchanged()
-    as_user(host, "rm -f %s/../data/own %s/*.log.1 %s/*.gz; rm -rf %s/schedules" % (LOG, LOG, LOG, LOG))
-    as_user(host, "rm -rf %s" % decoy, "service2")
 
 
 def test_the_emperors_rotation_covers_only_root_owned_directories(host):
