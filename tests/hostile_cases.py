@@ -83,6 +83,7 @@ SERVICE_CASES = [
     ("route-percent", "paths", {"route": "/api/%2e%2e/"}, "route", "not allowed"),
     ("socket-outside", "paths", {"socket": "/tmp/evil.sock"}, "socket", "not allowed"),
     ("socket-env-file", "paths", {"socket": "/opt/www/{n}/env"}, "socket", "not allowed"),
+    ("socket-in-run", "paths", {"socket": "/opt/www/{n}/run/uwsgi.sock"}, "socket", "not in run/"),
     ("socket-dotdot", "paths", {"socket": "/opt/www/{n}/../other/uwsgi.sock"}, "socket", "'..'"),
     ("wsgi-file-escapes", "paths", {"module": None, "wsgi_file": "../../etc/passwd.py"}, "wsgi_file", "'..'"),
     ("manage-absolute", "paths", {"django": {"manage": "/usr/bin/env.py"}}, "django.manage", "not allowed"),

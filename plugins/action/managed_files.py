@@ -3,8 +3,8 @@
 """Render templates and read role files on the controller, then ensure them in one call.
 
 Task arguments are those of the module microsvc.deploy.managed_files; a ``files`` entry may give
-``template`` (a name in the role's templates/) or ``src`` (a name in its files/) instead of
-``content``.
+``template`` (a name in the role's templates/, rendered with the entry's own ``vars`` added to
+the task's) or ``src`` (a name in its files/) instead of ``content``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ class ActionModule(ActionBase):
         files = []
         for entry in args.get("files") or []:
             entry = dict(entry)
+            extra = entry.pop("vars", None)
             if "template" in entry:
-                entry["content"] = renderer.render(entry.pop("template"), dest=entry["dest"])
+                entry["content"] = renderer.render(entry.pop("template"), extra_vars=extra, dest=entry["dest"])
             elif "src" in entry:
                 try:
                     path = self._find_needle("files", entry.pop("src"))

@@ -3,8 +3,10 @@
 """A service's environment file (secrets included): 0640 root:<service>, written atomically.
 
 While a deploy runs, the previous content waits in ``<env>.previous`` (same mode) and is put
-back if the deploy fails; names dropped from the environment are listed in ``<env>.unset``,
-which the vassal ini unsets on reload (a uWSGI reload keeps the master's environment)."""
+back if the deploy fails. Each uWSGI worker reads the file itself (microsvc_env.py, installed by
+uwsgi_emperor) and the master never holds the service's environment, so a name dropped from the
+file is gone from the next workers without any list of names to unset; an ``<env>.unset`` left by
+an older version of the collection is removed."""
 
 from __future__ import annotations
 
@@ -15,34 +17,28 @@ from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import read
 
 
 def names(text):
-    """Variable names of an environment file (or of an .unset file: one name per line)."""
+    """Variable names of an environment file."""
     return {line.split("=", 1)[0].strip() for line in (text or "").splitlines() if line.strip()}
 
 
 def plan(path, state, content=None):
-    """(writes, removes, previous kept afterwards, unset names) for one step of a deploy:
-    stage (write the new content, keep the previous), restore (the deploy failed: put the previous
-    back), forget (the deploy succeeded: drop the previous)."""
+    """(writes, removes, previous kept afterwards) for one step of a deploy: stage (write the new
+    content, keep the previous), restore (the deploy failed: put the previous back), forget (the
+    deploy succeeded: drop the previous)."""
     previous_path, unset_path = path + ".previous", path + ".unset"
-    current, kept, unset_text = read_text(path), read_text(previous_path), read_text(unset_path)
-    listed = names(unset_text)
+    current, kept = read_text(path), read_text(previous_path)
     writes = []  # (path, text) in order; the environment file itself last
-    if state == "stage":
-        if current != content:
-            if current is not None:
-                writes.append((previous_path, current))
-                kept = current
-            listed = (listed | names(current)) - names(content)
-            writes.insert(0, (unset_path, "".join(n + "\n" for n in sorted(listed))))
-            writes.append((path, content))
-        elif unset_text is None:
-            writes.append((unset_path, ""))
+    if state == "stage" and current != content:
+        if current is not None:
+            writes.append((previous_path, current))
+            kept = current
+        writes.append((path, content))
     elif state == "restore" and kept is not None:
-        listed = (listed | names(current)) - names(kept)
-        writes.append((unset_path, "".join(n + "\n" for n in sorted(listed))))
         writes.append((path, kept))
     removes = [previous_path] if kept is not None and state in ("restore", "forget") else []
-    return writes, removes, kept is not None and not removes, sorted(listed)
+    if os.path.lexists(unset_path):
+        removes.append(unset_path)
+    return writes, removes, kept is not None and previous_path not in removes
 
 
 def apply(writes, removes, gid):

@@ -9,8 +9,8 @@ import hashlib
 import json
 import os
 import pwd
-import stat
-import time
+
+from ansible_collections.microsvc.deploy.plugins.module_utils import safefs
 
 
 def read_text(path):
@@ -112,32 +112,21 @@ def ensure_dir(path, uid, gid, mode, check_mode=False):
 
 
 def touch(path):
-    """Move a file's mtime forward by at least a second (uWSGI compares whole seconds)."""
-    now = time.time()
-    if not os.path.exists(path):
-        with open(path, "a", encoding="utf-8"):
-            pass
-    stamp = max(now, os.stat(path).st_mtime + 1)
-    os.utime(path, (stamp, stamp))
+    """Create a root-owned file or move its mtime forward by at least a second (uWSGI compares
+    whole seconds), never through a link, a hard link or a file of someone else's (safefs)."""
+    safefs.touch(path, owner=0)
 
 
 def tail(path, lines=30):
     """The last lines of a (log) file, or an empty string. Logs are written by the services'
-    users: a symlink or anything but a regular file is never read (its content would reach the
-    play's output)."""
+    users: a symlink anywhere in the part of the path they can change, a hard link, or anything
+    but a regular file is never read (its content would reach the play's output; safefs)."""
     if not path:
         return ""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = safefs.read_bytes(path, 16384, tail=True)
     except OSError:
         return ""
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return ""
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 16384))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
+    if data is None:
         return ""
-    return "\n".join(data.splitlines()[-lines:])
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

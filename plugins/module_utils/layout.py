@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil, safefs
 from ansible_collections.microsvc.deploy.plugins.module_utils.accounts import classify, register
 
 
@@ -87,6 +87,29 @@ def ensure_marker(path, name, check_mode=False):
     return True
 
 
+def ensure_uwsgi_log(path, user, check_mode=False):
+    """uWSGI's log, <root>/log/uwsgi.log: made by root in the root-owned log directory and given to
+    the service's user, so that the master, still root when it opens it, finds a regular file of the
+    service's (never a link: the service cannot change that directory), and, as the service's
+    user after a reload, can open it again (log-reopen). Returns whether it changed."""
+    if not path:
+        return False
+    uid, gid = fsutil.uid_of(user), fsutil.gid_of(user)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and (st.st_uid, st.st_gid) == (uid, gid):
+        return False
+    if not check_mode:
+        fd = safefs.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode=0o640)
+        try:
+            os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
+    return True
+
+
 def service_directories(svc, microsvc_root):
     """The layout of one service: code, virtualenvs and configuration belong to root and are
     read-only to the service; it writes only shared/data, shared/log, shared/static and run/.
@@ -98,6 +121,7 @@ def service_directories(svc, microsvc_root):
         {"path": root + "/releases", "owner": "root", "mode": "0750"},
         {"path": root + "/venvs", "owner": "root", "mode": "0750"},
         {"path": root + "/shared", "owner": "root", "mode": "0751"},
+        {"path": root + "/log", "owner": "root", "mode": "0750"},
         {"path": root + "/shared/data", "owner": user, "mode": "0750"},
         {"path": root + "/shared/log", "owner": user, "mode": "0750"},
         {"path": root + "/shared/static", "owner": user, "mode": "0755"},

@@ -27,8 +27,14 @@ def service_paths(microsvc_root, name):
         "root": root,
         "socket": posixpath.join(root, "uwsgi.sock"),
         "stats_socket": posixpath.join(run, "stats.sock"),
-        "reload_file": posixpath.join(run, "chain-reload"),
+        # Beside env, in the root-owned service directory: root touches it, so it must not be in
+        # run/, where the service could replace it with a link (uWSGI, as the service, only stats it).
+        "reload_file": posixpath.join(root, "chain-reload"),
         "env_file": posixpath.join(root, "env"),
+        # uWSGI's own log: opened by the master while it is still root (chown-socket delays the
+        # privilege drop past logto2), so in a root-owned directory, never in shared/log.
+        "uwsgi_log_dir": posixpath.join(root, "log"),
+        "uwsgi_log": posixpath.join(root, "log", "uwsgi.log"),
         "shared_dir": shared,
         "log_dir": posixpath.join(shared, "log"),
         "data_dir": posixpath.join(shared, "data"),

@@ -243,6 +243,7 @@ class Deploy:
         layout.ensure_account(svc["user"], svc["root"], svc["group"], comment="microsvc service %s" % svc["name"])
         layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
         layout.ensure_marker(os.path.join(svc["root"], paths.SERVICE_MARKER), svc["name"])
+        layout.ensure_uwsgi_log(svc.get("log_file"), svc["user"])
 
     def step_release(self, svc):
         if not svc.get("archive_member"):

@@ -56,7 +56,7 @@ EXAMPLES = r"""
     services:
       - {name: billing, root: /opt/www/billing, group: billing, env_file: /opt/www/billing/env,
          ini_path: /etc/uwsgi/vassals/billing.ini, stats_socket: /opt/www/billing/run/stats.sock,
-         reload_file: /opt/www/billing/run/chain-reload, outcome: rollback}
+         reload_file: /opt/www/billing/chain-reload, outcome: rollback}
 """
 
 RETURN = r"""

@@ -644,8 +644,10 @@ class Planner:
             elif FIELD_CHECKS["env"].value(value):
                 continue  # reported by the table
             elif no_uwsgi_magic(str(value)):
-                bad("env.%s" % key, "the value %s; uWSGI reads the environment file and the service would "
-                    "see another value" % no_uwsgi_magic(str(value)))
+                # uWSGI no longer reads the environment file (each worker does, without expansions),
+                # but the refusal stays: no env value can ever become uWSGI configuration.
+                bad("env.%s" % key, "the value %s, also in env values, so that none can ever be expanded"
+                    % no_uwsgi_magic(str(value)))
 
     @staticmethod
     def _check_procs(svc, bad):
@@ -823,12 +825,15 @@ class Planner:
                     )
         for svc in services:
             directory, base = posixpath.split(svc["socket"])
-            if directory not in (svc["root"], posixpath.join(svc["root"], "run")) \
+            # Only the root-owned service directory: uWSGI binds the socket as root and then
+            # chowns and chmods it by path, so in run/ (the service's own directory) the service
+            # could swap the socket for a link to any file between the bind and the chown.
+            if directory != svc["root"] \
                     or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}\.sock", base) or svc["socket"] == svc["stats_socket"]:
                 errors.append(
-                    "service '%s': field 'socket': %r is not allowed: must be %s/<name>.sock or "
-                    "%s/run/<name>.sock (letters, digits, '_' and '-'), not the stats socket"
-                    % (svc["name"], svc["socket"], svc["root"], svc["root"]))
+                    "service '%s': field 'socket': %r is not allowed: must be %s/<name>.sock "
+                    "(letters, digits, '_' and '-'; not in run/, which the service can write)"
+                    % (svc["name"], svc["socket"], svc["root"]))
             longest = max(svc["socket"], svc["stats_socket"], key=len)
             if len(longest) > UNIX_PATH_MAX:
                 errors.append(

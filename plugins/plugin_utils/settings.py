@@ -204,6 +204,7 @@ SETTINGS = {
     "uwsgi_vassal_cache_dir": AbsPath(4096, min_depth=1),
     "uwsgi_vassal_force": Bool(),
     "uwsgi_vassal_log_requests": Bool(),
+    "uwsgi_vassal_log_retention_days": Int(1, 3650),
     "uwsgi_vassal_reload_timeout": Int(5, 3600),
     "uwsgi_vassal_gateway_hosts": HOST_PATTERN,
     "uwsgi_vassal_bind_address": IpAddress(),

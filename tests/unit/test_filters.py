@@ -62,8 +62,8 @@ def test_migrations_run_on_the_first_host_that_runs_the_service():
 
 def svc(name):
     root = "/opt/www/" + name
-    return {"name": name, "root": root, "group": name, "env_file": root + "/env", "stats_socket": root + "/run/stats.sock", "reload_file": root + "/run/chain-reload",
-            "log_dir": root + "/shared/log", "socket": root + "/uwsgi.sock",
+    return {"name": name, "root": root, "group": name, "env_file": root + "/env", "stats_socket": root + "/run/stats.sock", "reload_file": root + "/chain-reload",
+            "log_dir": root + "/shared/log", "uwsgi_log": root + "/log/uwsgi.log", "socket": root + "/uwsgi.sock",
             "health": {"url_path": "/api/%s/health" % name, "status": [200], "body": None, "timeout": 5,
                        "retries": 3, "delay": 1}}
 

@@ -10,27 +10,39 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import envfile, re
 
 # --- environment files --------------------------------------------------------------------------
 
-def test_env_file_keeps_the_previous_content_until_settled_and_lists_dropped_names(tmp_path):
+def test_env_file_keeps_the_previous_content_until_settled(tmp_path):
     path = str(tmp_path / "env")
     gid = os.getgid()
     envfile.apply(*envfile.plan(path, "stage", "A=1\nB=2\n")[:2], gid)
     assert not os.path.exists(path + ".previous")
-    writes, removes, kept, unset = envfile.plan(path, "stage", "A=1\n")
+    writes, removes, kept = envfile.plan(path, "stage", "A=1\n")
     envfile.apply(writes, removes, gid)
-    assert kept and unset == ["B"]
-    assert pathlib.Path(path + ".previous").read_text() == "A=1\nB=2\n" and pathlib.Path(path + ".unset").read_text() == "B\n"
+    assert kept
+    assert pathlib.Path(path + ".previous").read_text() == "A=1\nB=2\n" and pathlib.Path(path).read_text() == "A=1\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
-    # A failed deploy puts the previous content back; B is no longer unset.
+    # A failed deploy puts the previous content back.
     envfile.apply(*envfile.plan(path, "restore")[:2], gid)
-    assert pathlib.Path(path).read_text() == "A=1\nB=2\n" and pathlib.Path(path + ".unset").read_text() == ""
+    assert pathlib.Path(path).read_text() == "A=1\nB=2\n"
     assert not os.path.exists(path + ".previous")
+
+
+def test_env_file_unset_list_of_older_versions_is_removed(tmp_path):
+    """Workers read the file themselves (the master never holds the service's environment): the
+    list of names to unset that older versions kept is not needed and goes on the next deploy."""
+    path = str(tmp_path / "env")
+    pathlib.Path(path).write_text("A=1\n")
+    pathlib.Path(path + ".unset").write_text("B\n")
+    writes, removes, kept = envfile.plan(path, "stage", "A=1\n")
+    assert writes == [] and removes == [path + ".unset"] and not kept
+    envfile.apply(writes, removes, os.getgid())
+    assert not os.path.exists(path + ".unset")
 
 
 def test_env_file_settled_forgets_the_previous_content(tmp_path):
     path = str(tmp_path / "env")
     envfile.apply(*envfile.plan(path, "stage", "A=1\n")[:2], os.getgid())
     envfile.apply(*envfile.plan(path, "stage", "A=2\n")[:2], os.getgid())
-    writes, removes, kept, _ = envfile.plan(path, "forget")
+    writes, removes, kept = envfile.plan(path, "forget")
     assert writes == [] and removes == [path + ".previous"] and not kept
     envfile.apply(writes, removes, os.getgid())
     assert pathlib.Path(path).read_text() == "A=2\n"

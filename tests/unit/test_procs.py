@@ -481,8 +481,9 @@ def test_a_first_release_whose_worker_fails_never_goes_live():
 
 def test_settle_plan_carries_the_units_of_healthy_services_only():
     svc = {"name": "jobs", "root": "/opt/www/jobs", "group": "jobs", "env_file": "/opt/www/jobs/env",
-           "stats_socket": "/opt/www/jobs/run/stats.sock", "reload_file": "/opt/www/jobs/run/chain-reload",
-           "log_dir": "/opt/www/jobs/shared/log", "socket": "/opt/www/jobs/uwsgi.sock"}
+           "stats_socket": "/opt/www/jobs/run/stats.sock", "reload_file": "/opt/www/jobs/chain-reload",
+           "log_dir": "/opt/www/jobs/shared/log", "uwsgi_log": "/opt/www/jobs/log/uwsgi.log",
+           "socket": "/opt/www/jobs/uwsgi.sock"}
     deployed = {"jobs": {"ok": True, "previous": "r1", "switched": True}}
     work = [{"name": "jobs", "units": spec()}]
     (healthy,) = deploy.settle_plan(deployed, {"jobs": {"ok": True}}, [svc], work=work)

@@ -135,8 +135,8 @@ INI_SINGLE = {"strict", "plugins", "procname-prefix-spaced", "master", "processe
               "enable-threads", "socket", "chmod-socket", "chown-socket", "stats", "uid", "gid", "umask", "chdir",
               "pythonpath", "home", "hook-post-fork", "lazy-apps", "mount", "manage-script-name", "module",
               "wsgi-file", "need-app", "die-on-term", "vacuum", "touch-chain-reload", "harakiri", "max-requests",
-              "buffer-size", "logto", "disable-logging", "logfile-chown", "log-reopen", "hook-as-root"}
-INI_LOOP = {"for-readline", "endfor", "unenv", "env"}
+              "buffer-size", "logto2", "disable-logging", "log-reopen", "env", "import", "hook-as-root"}
+INI_LOOP = set()
 
 
 def nginx_tree(tmp, files):
@@ -343,7 +343,12 @@ def check_ini(text, svc):
         assert key not in keys
     # The one command run as root: the master moves itself into its service's slice.
     assert values["hook-as-root"] == "exec:/usr/local/sbin/microsvc-attach " + svc["name"]
-    assert keys.count("for-readline") == 2 and keys.count("endfor") == 2
+    # uWSGI never reads the service's environment file as configuration: only its path is
+    # passed, to the root-owned loader each worker imports.
+    for key in ("for-readline", "for-glob", "endfor", "unenv", "include", "inherit"):
+        assert key not in keys
+    assert values["env"] == "MICROSVC_ENV_FILE=" + svc["env_file"]
+    assert values["import"].startswith("/usr/local/lib/microsvc/")
 
 
 OUTCOMES = {"refused": 0, "accepted": 0}
@@ -373,7 +378,8 @@ def check_inputs(templar, tmp, services, knobs):
         __nginx_gateway_log_format="microsvc", nginx_gateway_metrics_enabled=False,
         __nginx_gateway_tls_dir="/etc/nginx/microsvc-tls", __uwsgi_vassal_tcp=False,
         __uwsgi_vassal_socket_group="www-data", uwsgi_vassal_log_requests=False, uwsgi_vassal_bind_address="",
-        __uwsgi_vassal_helper=HELPER, uwsgi_vassal_hardening=True, uwsgi_vassal_read_write_paths=[plan["root"]],
+        __uwsgi_vassal_helper=HELPER, __uwsgi_vassal_env_loader="/usr/local/lib/microsvc/microsvc_env.py",
+        uwsgi_vassal_hardening=True, uwsgi_vassal_read_write_paths=[plan["root"]],
         uwsgi_vassal_limits=True, uwsgi_vassal_memory_max="50%", uwsgi_vassal_tasks_max=512, uwsgi_vassal_cpu_weight=100,
     )
     files = {"nginx.conf": render(templar, "roles/nginx_gateway/templates/nginx.conf.j2", variables),

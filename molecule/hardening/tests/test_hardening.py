@@ -120,14 +120,14 @@ def test_per_service_logs_and_their_rotation(host):
     assert log.exists and "/api/service4/" in log.content_string
     assert re.search(r" rt=[0-9.]+ urt=[0-9.]+", log.content_string), log.content_string[-300:]
     assert host.file("/var/log/nginx/microsvc/service4.error.log").exists
-    assert host.file("/opt/www/service4/shared/log/uwsgi.log").exists
+    assert host.file("/opt/www/service4/log/uwsgi.log").exists
     # Force a rotation with the installed configuration, then check that both nginx and
     # uWSGI go on logging into fresh files.
     for conf in ("/etc/logrotate.d/microsvc-nginx", "/etc/logrotate.d/microsvc-uwsgi"):
         run = host.run("logrotate --force --state /tmp/logrotate-test.state %s" % conf)
         assert run.rc == 0, run.stderr
     assert host.file("/var/log/nginx/microsvc/service4.access.log.1").exists
-    assert host.file("/opt/www/service4/shared/log/uwsgi.log.1").exists
+    assert host.file("/opt/www/service4/log/uwsgi.log.1").exists
     http(host, "/api/service4/?after-rotation", scheme="https")
     time_out = 50
     while time_out and "after-rotation" not in host.file("/var/log/nginx/microsvc/service4.access.log").content_string:
@@ -141,9 +141,9 @@ def test_per_service_logs_and_their_rotation(host):
     assert host.file("/var/log/nginx/microsvc/service4.access.log").mode == 0o640
     # uWSGI logs events, not requests, by default (the gateway logs requests). After the
     # rotation (copytruncate) its next event lands in the fresh file: make one.
-    uwsgi_log = "/opt/www/service4/shared/log/uwsgi.log"
+    uwsgi_log = "/opt/www/service4/log/uwsgi.log"
     assert "chain reload" not in host.file(uwsgi_log).content_string
-    host.run("touch /opt/www/service4/run/chain-reload")
+    host.run("touch /opt/www/service4/chain-reload")
     time_out = 100
     while time_out and "chain reload" not in host.file(uwsgi_log).content_string:
         time_out -= 1
