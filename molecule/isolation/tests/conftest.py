@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
+import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import _quote, http
+from microsvc_checks import PROJECT, _quote, http
 
 HOSTILE = "hostile"
 NEIGHBOURS = ("service1", "service2")
@@ -101,3 +103,41 @@ def outside(host):
 _FINGERPRINT = _FINGERPRINT.replace(
     "find \"$p\" -xdev -type f ! -path '/var/log/*'",
     "find \"$p\" -xdev -type f ! -path '/var/log/*' ! -path '/opt/www/*/log/uwsgi.log*'")
+
+
+SCENARIO = os.path.join(PROJECT, "molecule", "isolation")
+
+
+def container(host):
+    """The container's name: testinfra's docker backend calls it name, the ansible one (molecule
+    verify) host, its inventory name."""
+    return getattr(host.backend, "name", None) or host.backend.host
+
+
+def scenario_services():
+    """The scenario's service list, as group_vars/all/services.yml has it (Jinja paths unresolved)."""
+    with open(os.path.join(SCENARIO, "group_vars", "all", "services.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["microsvc_services"]
+
+
+@pytest.fixture
+def inventory(host, tmp_path, monkeypatch):
+    """Makes the scenario's own inventory (its group_vars, this container), as molecule's converge
+    sees it, for a run of site.yml, status.yml or rollback.yml from a test: ``inventory()``, or
+    ``inventory(services)`` with another service list."""
+    monkeypatch.setenv("MICROSVC_HOSTILE_DIR", os.path.join(SCENARIO, "hostile"))
+    monkeypatch.setenv("MICROSVC_SAMPLES_DIR", os.path.join(PROJECT, "samples"))
+    made = []
+
+    def make(services=None):
+        directory = tmp_path / ("inv%d" % len(made))
+        made.append(directory)
+        shutil.copytree(os.path.join(SCENARIO, "group_vars"), directory / "group_vars")
+        (directory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {container(host): {
+            "ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"}}}}))
+        if services is not None:
+            (directory / "group_vars" / "all" / "services.yml").write_text(
+                yaml.safe_dump({"microsvc_services": services}))
+        return str(directory)
+
+    return make

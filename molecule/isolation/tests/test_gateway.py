@@ -7,14 +7,13 @@ service1, whose Django static files the gateway serves, through ``as_user``); ea
 outside it: a request through the gateway, a file's mode, systemd's own score of the unit.
 """
 
-import os
 import re
 import time
 import urllib.parse
 
 import pytest
 from conftest import HOSTILE, Outside, as_user, attack
-from microsvc_checks import PROJECT, http, run_playbook
+from microsvc_checks import http, run_playbook
 
 STATIC = "/opt/www/service1/shared/static"
 STATIC_URL = "/api/service1/static/"
@@ -98,26 +97,7 @@ def test_a_hard_link_to_a_file_of_root_cannot_be_made(host):
     assert PASSWD_LINE not in static(host, "hard")["body"]
 
 
-def container(host):
-    """The container's name: testinfra's docker backend calls it name, the ansible one (molecule
-    verify) host, its inventory name."""
-    return getattr(host.backend, "name", None) or host.backend.host
-
-
-def scenario_inventory(host, directory, monkeypatch):
-    """This scenario's inventory (its group_vars, this container), as molecule's converge sees it."""
-    os.makedirs(directory)
-    with open(os.path.join(directory, "hosts.yml"), "w", encoding="utf-8") as handle:
-        handle.write("all:\n  hosts:\n    %s:\n      ansible_connection: community.docker.docker\n"
-                     "      ansible_python_interpreter: /usr/bin/python3\n" % container(host))
-    scenario = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    os.symlink(os.path.join(scenario, "group_vars"), os.path.join(directory, "group_vars"))
-    monkeypatch.setenv("MICROSVC_SAMPLES_DIR", os.path.join(PROJECT, "samples"))
-    monkeypatch.setenv("MICROSVC_HOSTILE_DIR", os.path.join(scenario, "hostile"))
-    return directory
-
-
-def test_a_deploy_with_the_links_in_place_follows_none_of_them(host, tmp_path, monkeypatch, service1_static):
+def test_a_deploy_with_the_links_in_place_follows_none_of_them(host, inventory, service1_static):
     """root puts hostile's protected directory back (owner, group, mode) without following what
     hostile made of it or in it, and the gateway still serves none of the links."""
     protected = "/opt/www/hostile/shared/protected"
@@ -128,7 +108,7 @@ def test_a_deploy_with_the_links_in_place_follows_none_of_them(host, tmp_path, m
         service1_static.append("pw")
         assert as_user(host, "ln -s /etc/passwd %s/pw" % STATIC, user="service1").rc == 0
         outside = Outside(host)
-        rc, out = run_playbook(scenario_inventory(host, str(tmp_path / "inv"), monkeypatch))
+        rc, out = run_playbook(inventory())
         assert rc == 0, out[-3000:]
         directory = host.file(protected)
         assert (directory.user, directory.group, directory.mode) == (HOSTILE, "www-data", 0o2750)

@@ -15,14 +15,22 @@ import shutil
 import time
 
 import pytest
-import yaml
-from conftest import HOSTILE, NEIGHBOURS, ROUTES, Outside, as_user, attack, root_processes
-from microsvc_checks import PROJECT, http, master_pid, run_playbook
+from conftest import (
+    HOSTILE,
+    NEIGHBOURS,
+    ROUTES,
+    SCENARIO,
+    Outside,
+    as_user,
+    attack,
+    root_processes,
+    scenario_services,
+)
+from microsvc_checks import http, master_pid, run_playbook
 
 HOST = os.environ.get("MICROSVC_ISOLATION_NAME", "microsvc-isolation")
 ROOT = "/opt/www/%s" % HOSTILE
 LOG = ROOT + "/shared/log"
-SCENARIO = os.path.join(PROJECT, "molecule", "isolation")
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -54,32 +62,6 @@ def env_seen_by_app(host):
     resp = http(host, "/api/%s/env" % HOSTILE)
     assert resp["status"] == 200, resp
     return json.loads(resp["body"])
-
-
-@pytest.fixture
-def inventory(tmp_path, monkeypatch):
-    """The scenario's own inventory, for a run of site.yml or status.yml from a test; ``services``
-    may replace the service list."""
-    monkeypatch.setenv("MICROSVC_HOSTILE_DIR", os.path.join(SCENARIO, "hostile"))
-    monkeypatch.setenv("MICROSVC_SAMPLES_DIR", os.path.join(PROJECT, "samples"))
-
-    def make(services=None):
-        directory = tmp_path / "inv"
-        shutil.rmtree(directory, ignore_errors=True)
-        shutil.copytree(os.path.join(SCENARIO, "group_vars"), directory / "group_vars")
-        (directory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {HOST: {
-            "ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"}}}}))
-        if services is not None:
-            (directory / "group_vars" / "all" / "services.yml").write_text(
-                yaml.safe_dump({"microsvc_services": services}))
-        return str(directory)
-
-    return make
-
-
-def scenario_services():
-    with open(os.path.join(SCENARIO, "group_vars", "all", "services.yml"), encoding="utf-8") as handle:
-        return yaml.safe_load(handle)["microsvc_services"]
 
 
 @pytest.fixture

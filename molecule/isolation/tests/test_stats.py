@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 
 import pytest
 from conftest import HOSTILE, NEIGHBOURS, ROUTES, as_user
-from microsvc_checks import PROJECT, http, master_pid, run_playbook
+from microsvc_checks import http, master_pid, run_playbook
 
-SCENARIO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 HOST = os.environ.get("MICROSVC_ISOLATION_NAME", "microsvc-isolation")
 STATS = "/opt/www/%s/run/stats.sock" % HOSTILE
 PIDFILE = "/opt/www/%s/run/attack.pid" % HOSTILE
@@ -103,16 +101,9 @@ def restore(host):
 
 
 @pytest.fixture()
-def inventory(tmp_path, monkeypatch):
-    """The scenario's own inventory (its services and settings, metrics on), for site.yml and status.yml."""
-    inv = tmp_path / "inv"
-    shutil.copytree(os.path.join(SCENARIO, "group_vars"), inv / "group_vars")
-    (inv / "hosts.yml").write_text(
-        "all:\n  hosts:\n    %s:\n      ansible_connection: community.docker.docker\n"
-        "      ansible_python_interpreter: /usr/bin/python3\n" % HOST)
-    monkeypatch.setenv("MICROSVC_HOSTILE_DIR", os.path.join(SCENARIO, "hostile"))
-    monkeypatch.setenv("MICROSVC_SAMPLES_DIR", os.path.join(PROJECT, "samples"))
-    return str(inv)
+def inventory(inventory):
+    """The scenario's own inventory (its services and settings, metrics on)."""
+    return inventory()
 
 
 def status(inventory):
