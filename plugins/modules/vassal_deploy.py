@@ -249,13 +249,21 @@ class Deploy:
                             fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
 
     def step_venvs(self, services):
-        """One build per virtualenv key (concurrently), then each service's own copy."""
+        """One build per virtualenv key (concurrently), each as the build uid of the first service
+        that needs it, then each service's own copy."""
         by_key = {}
         for svc in services:
             if svc.get("wheelhouse_error"):
                 self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
                 continue
             by_key.setdefault(svc["venv"], []).append(svc)
+        if by_key:
+            try:
+                venvs.retire_legacy_build_user()
+            except venvs.VenvError as exc:
+                for key in list(by_key):
+                    for svc in by_key.pop(key):
+                        self.fail(svc["name"], "virtualenv", exc)
 
         def build(key):
             svc = by_key[key][0]
@@ -269,7 +277,8 @@ class Deploy:
             try:
                 venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
                             wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
-                            index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [])
+                            index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [],
+                            service_user=svc.get("user"))
             finally:
                 if wheelhouse:
                     shutil.rmtree(wheelhouse, ignore_errors=True)
