@@ -119,7 +119,10 @@ def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
         raise VenvError("a build's timeout must be a positive number of seconds, not %r" % (timeout,))
     properties = [
-        "KillMode=control-group", "SendSIGKILL=yes", "TimeoutStopSec=5", "RuntimeMaxSec=%d" % timeout,
+        # When the step's main process exits (or its time is up), whatever else runs in the unit
+        # is killed at once: SIGKILL, which no process can ignore (one that ignored SIGTERM would
+        # fail a build that succeeded, after a wait).
+        "KillMode=control-group", "KillSignal=SIGKILL", "RuntimeMaxSec=%d" % timeout,
         # The unit starts as root only to become the build uid (setpriv, below): no capability
         # but those two, none at all after the switch, and no way to gain one back.
         "CapabilityBoundingSet=CAP_SETUID CAP_SETGID", "NoNewPrivileges=yes", "UMask=0022",

@@ -11,11 +11,12 @@ short_description: Deploy many services of a host in one call, each isolated fro
 description:
   - For each service given, in steps that each run for all services before the next begins, the
     account and directory layout; release unpacked (from the bundle the action plugin copied);
-    virtualenv (built once per interpreter and requirements, by an unprivileged build user, then
-    copied to the service); environment file written (the previous one kept); the application
-    imported from the new release as the service's user; the release commands (Django's migrate,
-    where this host runs it, through C(microsvc-migrate) under the service's PostgreSQL advisory
-    lock, and collectstatic among them), in order, as the service's user; then
+    virtualenv (built once per interpreter and requirements, by an unprivileged build uid of the
+    service's own in a sandboxed transient unit, then copied to the service); environment file
+    written (the previous one kept); the application imported from the new release as the
+    service's user; the release commands (Django's migrate, where this host runs it, through
+    C(microsvc-migrate) under the service's PostgreSQL advisory lock, and collectstatic among
+    them), in order, as the service's user; then
     C(current) switched and the vassal started or reloaded, and the call waits for its new workers.
   - The slow independent parts (virtualenv builds, imports, release commands, reload waits) run
     concurrently, bounded by I(concurrency) (default the host's CPU count); vassal starts and
