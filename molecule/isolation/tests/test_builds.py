@@ -21,6 +21,7 @@ import json
 import os
 import tarfile
 import time
+import uuid
 
 import pytest
 import yaml
@@ -49,7 +50,7 @@ VICTIM_SETUP = '''\
 import os, sys, time
 from setuptools import setup
 if os.environ.get("HOME", "").startswith("/opt/www/") and {"bdist_wheel", "install"} & set(sys.argv):
-    time.sleep(40)
+    time.sleep(60)
 setup(name="victimpkg", version="1.0", py_modules=["victimpkg"])
 '''
 
@@ -61,6 +62,7 @@ from setuptools import setup
 VICTIM_BUILD = %(victim_build)r
 TARGETS = %(targets)r
 PRIVATE = %(private)r
+TOKEN = %(token)r
 SECRETS = %(secrets)r
 
 
@@ -98,7 +100,7 @@ def linger(venv):
     for _ in range(1200):
         handle.write("%%f\\n" %% time.time())
         handle.flush()
-        attempt_write(os.path.join(VICTIM_BUILD, "lingering-write"))
+        attempt_write(os.path.join(VICTIM_BUILD, TOKEN + "-lingering"))
         time.sleep(0.5)
     os._exit(0)
 
@@ -106,26 +108,35 @@ def linger(venv):
 if os.environ.get("HOME", "").startswith("/opt/www/") and {"bdist_wheel", "install"} & set(sys.argv):
     venv = os.path.dirname(os.path.dirname(sys.executable))  # pip runs the backend with the venv's python
     report = {"uid": os.getuid(), "venv": venv}
-    for _ in range(30):  # the victim's build is under way (its package sleeps)
-        if os.path.exists(VICTIM_BUILD):
+    # The victim's build is under way (its package sleeps): keep trying its directory for a
+    # while, as an attacker would, until a write goes through.
+    report["first_attempt"] = time.time()
+    report["victim_build_seen"] = False
+    while True:
+        report["victim_build_seen"] = report["victim_build_seen"] or os.path.exists(VICTIM_BUILD)
+        if attempt_write(os.path.join(VICTIM_BUILD, TOKEN + "-early")) == "WROTE":
+            report["early_write"] = "WROTE"
+            break
+        if time.time() > report["first_attempt"] + 30:
             break
         time.sleep(0.5)
-    report["victim_build_seen"] = os.path.exists(VICTIM_BUILD)
-    report["time"] = time.time()
+    report["last_attempt"] = time.time()
+    mine = venv.encode()
     seen = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open("/proc/%%s/cmdline" %% pid, "rb") as handle:
-                    if b"/.microsvc/venvs/" in handle.read() and os.stat("/proc/" + pid).st_uid != os.getuid():
-                        seen.append(pid)
+                    cmdline = handle.read()
+                if b"/.microsvc/venvs/" in cmdline and mine not in cmdline:
+                    seen.append(cmdline.replace(b"\\0", b" ").decode(errors="replace"))
             except OSError:
                 pass
     report["others_builds_seen_in_proc"] = seen
     report["writes"] = {path: attempt_write(path) for path in TARGETS}
     report["private_writes"] = {path: attempt_write(path) for path in PRIVATE}
     report["mkdirs"] = {}
-    for path in (os.path.join(VICTIM_BUILD, "lib", "evil-dir"), "/opt/www/service2/evil-dir"):
+    for path in (os.path.join(VICTIM_BUILD, "lib", TOKEN + "-dir"), "/opt/www/service2/" + TOKEN + "-dir"):
         try:
             os.mkdir(path)
             report["mkdirs"][path] = "MADE"
@@ -212,14 +223,17 @@ def hostile_build(host, tmp_path_factory):
     victim_req = _requirements(sdists, "victimpkg")
     attacker_req = _requirements(sdists, "hostilebuildpkg")
     victim_build = "%s/%s" % (CACHE, _venv_key(victim_req))
+    token = "evil-" + uuid.uuid4().hex[:12]  # what the attacker names its files: none may appear outside
     _sdist(sdists, "victimpkg", VICTIM_SETUP)
     _sdist(sdists, "hostilebuildpkg", ATTACK_SETUP % dict(
         victim_build=victim_build, report=REPORT, persist=PERSIST,
-        targets=[victim_build + "/evil", victim_build + "/pyvenv.cfg", victim_build + "/bin/python3.evil",
-                 "%s/%s/venvs/evil" % (ROOT, VICTIM), "%s/%s/evil" % (ROOT, VICTIM),
-                 "%s/service2/evil" % ROOT, "%s/service2/shared/data/evil" % ROOT, "%s/evil" % CACHE,
-                 "%s/%s/shared/data/evil" % (ROOT, HOSTILE), "/etc/evil", "/usr/local/evil"],
-        private=["/tmp/evil", "/var/tmp/evil", "/dev/shm/evil"],
+        token=token,
+        targets=[victim_build + "/" + token, victim_build + "/pyvenv.cfg", victim_build + "/bin/python3." + token,
+                 "%s/%s/venvs/%s" % (ROOT, VICTIM, token), "%s/%s/%s" % (ROOT, VICTIM, token),
+                 "%s/service2/%s" % (ROOT, token), "%s/service2/shared/data/%s" % (ROOT, token),
+                 "%s/%s" % (CACHE, token), "%s/%s/shared/data/%s" % (ROOT, HOSTILE, token), "/etc/" + token,
+                 "/usr/local/" + token],
+        private=["/tmp/" + token, "/var/tmp/" + token, "/dev/shm/" + token],
         secrets=["%s/%s/env" % (ROOT, VICTIM), "%s/service2/env" % ROOT, "%s/service1/env" % ROOT,
                  "%s/service1/venvs/*/pyvenv.cfg" % ROOT, "%s/service2/venvs/*/pyvenv.cfg" % ROOT,
                  victim_build + "/pyvenv.cfg", "%s/%s/venvs/*/pyvenv.cfg" % (ROOT, VICTIM)]))
@@ -233,7 +247,7 @@ def hostile_build(host, tmp_path_factory):
     attacker_src = _source(os.path.join(tmp, "attacker"), attacker_req)
     started = time.time()
     rc, out = _deploy(inventory, _services(victim_src, attacker_src), tmp)
-    result = dict(rc=rc, out=out, started=started, outside=before, victim_build=victim_build,
+    result = dict(rc=rc, out=out, started=started, token=token, outside=before, victim_build=victim_build,
                   attacker_key=_venv_key(attacker_req))
     yield result
     rc, out = _deploy(inventory, _services(plain_victim, plain_attacker, state="absent"), tmp)
@@ -285,16 +299,16 @@ def test_a_build_step_cannot_write_into_another_build_or_another_service(host, h
     assert report["writes"] and report["mkdirs"]
     wrote = {path: what for path, what in {**report["writes"], **report["mkdirs"]}.items()
              if not what.startswith("refused")}
-    assert wrote == {}
+    assert wrote == {} and "early_write" not in report, report
     # Its own /tmp, /var/tmp and /dev/shm took the writes, and went with the build (below).
     assert set(report["private_writes"].values()) == {"WROTE"}
     # The sandbox hides the other build altogether, and the other builds' processes.
-    assert report["victim_build_seen"] is False
-    assert report["others_builds_seen_in_proc"] == []
-    found = host.check_output("find %s /opt/www /tmp /var/tmp /dev/shm /etc -xdev \\( -name 'evil*' -o -name "
-                              "'lingering-write' -o -name '*.evil' \\) -print 2>/dev/null || true" % CACHE)
+    assert report["victim_build_seen"] is False, report
+    assert report["others_builds_seen_in_proc"] == [], report
+    found = host.check_output("find %s /opt/www /tmp /var/tmp /dev/shm /etc /usr/local -xdev -name '*%s*' -print "
+                              "2>/dev/null || true" % (CACHE, hostile_build["token"]))
     assert found.strip() == ""
-    _assert_victim_built_meanwhile(host, hostile_build, report["time"])
+    _assert_victim_built_meanwhile(host, hostile_build, report)
     hostile_build["outside"].assert_unchanged()
 
 
@@ -305,13 +319,13 @@ def test_a_build_step_cannot_read_another_service_s_secrets_or_virtualenv(host, 
     report = _report(host, hostile_build)
     assert len(report["reads"]) >= 6
     read = {path: what for path, what in report["reads"].items() if not what.startswith("refused")}
-    assert read == {}
+    assert read == {}, report
     # From outside: the files exist (the refusals are not for want of a file), their owners and
     # modes are the deploy's, and the victim's build was under way when the attacker tried.
     for name in (VICTIM, "service1", "service2"):
         env = host.file("%s/%s/env" % (ROOT, name))
         assert env.exists and env.user == "root" and env.group == name and env.mode == 0o640
-    _assert_victim_built_meanwhile(host, hostile_build, report["time"])
+    _assert_victim_built_meanwhile(host, hostile_build, report)
     assert host.check_output("find %s/%s/venvs ! -uid 0" % (ROOT, VICTIM)) == ""
 
 
@@ -330,8 +344,8 @@ def _pip_unit_runs(host, uid, since):
     return runs
 
 
-def _assert_victim_built_meanwhile(host, hostile_build, attack_time):
+def _assert_victim_built_meanwhile(host, hostile_build, report):
     runs = _pip_unit_runs(host, BUILD_UID_BASE + host.user(VICTIM).uid, hostile_build["started"])
-    assert any(start < attack_time < end for start, end in runs), (
-        "the victim's build was not under way during the attack (%r, %r): the refusals prove nothing"
-        % (runs, attack_time))
+    assert any(start < report["last_attempt"] and report["first_attempt"] < end for start, end in runs), (
+        "the victim's build was not under way during the attack (%r, %r-%r): the refusals prove nothing"
+        % (runs, report["first_attempt"], report["last_attempt"]))
