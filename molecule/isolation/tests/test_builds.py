@@ -197,8 +197,9 @@ def _services(victim_src, attacker_src, state="present"):
     return services
 
 
-def _deploy(inventory, services, tmp):
-    write_inventory(inventory, os.environ.get("MICROSVC_ISOLATION_NAME", "microsvc-isolation"), services, extra_vars={
+def _deploy(host, inventory, services, tmp):
+    # The container the tests run against (several checkouts run this scenario side by side).
+    write_inventory(inventory, host.backend.name, services, extra_vars={
         "microsvc_hostile_dir": os.path.join(SCENARIO, "hostile"),
         "microsvc_source_roots": [os.path.join(PROJECT, "samples"), os.path.join(SCENARIO, "hostile"),
                                   os.path.dirname(tmp)],
@@ -240,17 +241,17 @@ def hostile_build(host, tmp_path_factory):
     inventory = os.path.join(tmp, "inventory")
     plain_victim = _source(os.path.join(tmp, "victim-plain"))
     plain_attacker = _source(os.path.join(tmp, "attacker-plain"))
-    rc, out = _deploy(inventory, _services(plain_victim, plain_attacker), tmp)
+    rc, out = _deploy(host, inventory, _services(plain_victim, plain_attacker), tmp)
     assert rc == 0, out[-4000:]
     before = Outside(host)
     victim_src = _source(os.path.join(tmp, "victim"), victim_req)
     attacker_src = _source(os.path.join(tmp, "attacker"), attacker_req)
     started = time.time()
-    rc, out = _deploy(inventory, _services(victim_src, attacker_src), tmp)
+    rc, out = _deploy(host, inventory, _services(victim_src, attacker_src), tmp)
     result = dict(rc=rc, out=out, started=started, token=token, outside=before, victim_build=victim_build,
                   attacker_key=_venv_key(attacker_req))
     yield result
-    rc, out = _deploy(inventory, _services(plain_victim, plain_attacker, state="absent"), tmp)
+    rc, out = _deploy(host, inventory, _services(plain_victim, plain_attacker, state="absent"), tmp)
     assert rc == 0, out[-4000:]
 
 
