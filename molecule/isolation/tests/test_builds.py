@@ -199,7 +199,7 @@ def _services(victim_src, attacker_src, state="present"):
 
 def _deploy(host, inventory, services, tmp):
     # The container the tests run against (several checkouts run this scenario side by side).
-    write_inventory(inventory, host.backend.name, services, extra_vars={
+    write_inventory(inventory, host.backend.get_hostname(), services, extra_vars={
         "microsvc_hostile_dir": os.path.join(SCENARIO, "hostile"),
         "microsvc_source_roots": [os.path.join(PROJECT, "samples"), os.path.join(SCENARIO, "hostile"),
                                   os.path.dirname(tmp)],
