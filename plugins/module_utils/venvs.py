@@ -4,11 +4,16 @@
 
 - A virtualenv is built once per key in ``<root>/.microsvc/venvs/<key>`` (the key hashes the
   interpreter and the requirements). Without requirements it is created ``--without-pip``.
-- Requirements are installed by ``microsvc-build``, an unprivileged system user no service runs
-  as: ``pip install`` may run a package's build code, which must never run as root and never as a
-  service that could then tamper with another service's packages. The tree is then sealed:
-  owned by root, no group/other write, no special bits, no hard links, devices or fifos, and no
-  symlink leaving it (but the interpreter's own).
+- Requirements are installed by a build identity of their own: ``pip install`` may run a
+  package's build code (an sdist's setup.py), which must never run as root, never as a service,
+  and never as anything another build shares. Each step (``python -m venv``, ``pip install``)
+  runs as a transient systemd service unit (``systemd-run --wait --pipe``) as the uid
+  ``BUILD_UID_BASE + <the service's uid>``, an id no account has: the unit's cgroup is killed
+  when pip exits (nothing the build started survives it), and its sandbox shows it only its own
+  build directory, its home and (read-only) its wheelhouse; the services' root is an empty
+  read-only tmpfs to it. The tree is then sealed: owned by root, no group/other write, no
+  special bits, no hard links, devices or fifos, and no symlink leaving it (but the
+  interpreter's own).
 - Each service gets its own directory ``<service>/venvs/<key>``: hard links to the sealed files
   (root-owned and read-only to every service, so sharing them is safe; a plain copy where the
   file systems differ), with the scripts that name the virtualenv's path rewritten.
@@ -18,18 +23,33 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import json
 import os
+import pwd
+import re
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import VENV_MARKER as MARKER
 
-BUILD_USER = "microsvc-build"
+# The build uid of a service is BUILD_UID_BASE + its uid: in 0x70000000-0x7FFDFFFF, a range
+# systemd leaves unused (below it, containers' ranges; at 0x7FFE0000, its "foreign" range; from
+# 0x80000000, ids that tools read as negative). No account may have one: build_uid refuses.
+BUILD_UID_BASE = 0x70000000
+MAX_SERVICE_UID = 0x7FFDFFFF - BUILD_UID_BASE
+# The account older versions ran every build as (shared by all builds: retired).
+LEGACY_BUILD_USER = "microsvc-build"
+LEGACY_BUILD_COMMENT = "microsvc virtualenv builds"
+# What a path must look like to go into a unit property (space-separated lists, colon pairs).
+UNIT_PATH = re.compile(r"/[A-Za-z0-9._+@-]+(?:/[A-Za-z0-9._+@-]+)*")
+# Grace between the unit's own run time limit and the caller's last resort.
+STOP_GRACE = 30
 
 
 class VenvError(Exception):
@@ -55,16 +75,136 @@ def _lock(path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_build_user():
-    """The unprivileged user that runs pip (created once, no shell, no home)."""
-    if fsutil.user(BUILD_USER) is None:
-        proc = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                               "--shell", "/usr/sbin/nologin", "--comment", "microsvc virtualenv builds", BUILD_USER],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0 and fsutil.user(BUILD_USER) is None:
-            raise VenvError("useradd %s failed: %s" % (BUILD_USER, proc.stderr.strip()))
-    entry = fsutil.user(BUILD_USER)
-    return entry.pw_uid, entry.pw_gid
+def build_uid(service_uid):
+    """The uid (and gid) that builds the virtualenvs of the service whose uid is ``service_uid``:
+    one per service (a service's builds never run two at once: its deploy lock), shared with no
+    account, group or other service."""
+    if isinstance(service_uid, bool) or not isinstance(service_uid, int):
+        raise VenvError("a service's uid must be an integer, not %r" % (service_uid,))
+    if not 1 <= service_uid <= MAX_SERVICE_UID:
+        raise VenvError("a service's uid must be between 1 and %d to get a build uid of its own, not %d"
+                        % (MAX_SERVICE_UID, service_uid))
+    uid = BUILD_UID_BASE + service_uid
+    for kind, lookup in (("account", pwd.getpwuid), ("group", grp.getgrgid)):
+        try:
+            entry = lookup(uid)
+        except KeyError:
+            continue
+        raise VenvError("the build uid %d of the service with uid %d is taken by the %s %r; virtualenv builds "
+                        "use %d-%d, which no account or group may use"
+                        % (uid, service_uid, kind, entry[0], BUILD_UID_BASE + 1, BUILD_UID_BASE + MAX_SERVICE_UID))
+    return uid
+
+
+def unit_name(uid):
+    return "microsvc-venv-build-%d.service" % uid
+
+
+def _unit_path(path):
+    if not UNIT_PATH.fullmatch(path) or "/../" in path + "/" or "/./" in path + "/":
+        raise VenvError("%r cannot be given to a build's sandbox (a normalised absolute path of letters, "
+                        "digits and ._+@- only)" % path)
+    return path
+
+
+def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout=1800, network=True):
+    """The command line that runs ``argv`` as ``uid`` in a transient, sandboxed service unit and
+    waits for it: its output comes back on our pipes, its exit status is systemd-run's, and when
+    its main process exits (or ``timeout`` passes) every process of the unit is killed.
+
+    ``hidden`` (the services' root) is replaced by an empty read-only tmpfs in which only
+    ``writable`` and ``readable`` (paths below it) are mounted back, at the same paths."""
+    if isinstance(uid, bool) or not isinstance(uid, int) or not BUILD_UID_BASE < uid <= BUILD_UID_BASE + MAX_SERVICE_UID:
+        raise VenvError("%r is not a build uid" % (uid,))
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise VenvError("a build's timeout must be a positive number of seconds, not %r" % (timeout,))
+    properties = [
+        # When the step's main process exits (or its time is up), whatever else runs in the unit
+        # is killed at once: SIGKILL, which no process can ignore (one that ignored SIGTERM would
+        # fail a build that succeeded, after a wait).
+        "KillMode=control-group", "KillSignal=SIGKILL", "RuntimeMaxSec=%d" % timeout,
+        # The unit starts as root only to become the build uid (setpriv, below): no capability
+        # but those two, none at all after the switch, and no way to gain one back.
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID", "NoNewPrivileges=yes", "UMask=0022",
+        "RestrictSUIDSGID=yes", "LockPersonality=yes", "LimitCORE=0",
+        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "PrivateIPC=yes",
+        "TemporaryFileSystem=/dev/shm:mode=1777", "ProtectProc=invisible", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
+        "RestrictRealtime=yes", "RestrictNamespaces=yes", "TemporaryFileSystem=%s:ro" % _unit_path(hidden),
+    ]
+    properties += ["BindPaths=%s" % _unit_path(path) for path in writable]
+    properties += ["BindReadOnlyPaths=%s" % _unit_path(path) for path in readable]
+    properties += ["ReadWritePaths=%s" % path for path in writable]
+    if network:
+        properties.append("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6")
+    else:
+        properties += ["PrivateNetwork=yes", "RestrictAddressFamilies=AF_UNIX"]
+    cmd = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
+           "--unit=%s" % unit_name(uid), "--working-directory=%s" % _unit_path(cwd)]
+    for name in sorted(env):
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) or "\n" in env[name]:
+            raise VenvError("%r cannot be given to a build's environment" % name)
+        cmd.append("--setenv=%s=%s" % (name, env[name]))
+    for prop in properties:
+        cmd += ["--property", prop]
+    # systemd (252) refuses User= with a uid no account has: setpriv switches to it instead,
+    # inside the unit (its cgroup and sandbox are the unit's all the same).
+    cmd += ["--", "setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs", "--"]
+    return cmd + list(argv)
+
+
+def stop_unit(uid):
+    """Stop what is left of a build uid's unit (a deploy killed while it built): the unit and
+    every process in it. Returns True when one was loaded."""
+    proc = subprocess.run(["systemctl", "stop", unit_name(uid)], capture_output=True, text=True, check=False)
+    return proc.returncode == 0
+
+
+def _run_unit(uid, argv, timeout, **unit):
+    """Run one build step as ``uid`` in its transient unit; errors as ``_run``'s."""
+    started = time.monotonic()
+    cmd = systemd_run_argv(uid, argv, timeout=timeout, **unit)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout + STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        stop_unit(uid)
+        raise VenvError("%s did not finish within %ds" % (" ".join(argv[:4]), timeout)) from None
+    if proc.returncode != 0:
+        if time.monotonic() - started >= timeout:
+            raise VenvError("%s did not finish within %ds" % (" ".join(argv[:4]), timeout))
+        raise VenvError("%s failed:\n%s" % (" ".join(argv[:4]), (proc.stderr or proc.stdout)[-3000:]))
+    return proc
+
+
+def retire_legacy_build_user():
+    """Older versions ran every build as one account (``microsvc-build``): whatever such a build
+    left running is killed and the account removed (only one the collection created, by its
+    comment). Returns the names of what was done, for the report."""
+    entry = fsutil.user(LEGACY_BUILD_USER)
+    if entry is None or entry.pw_gecos != LEGACY_BUILD_COMMENT:
+        return []
+    done = []
+    for _attempt in range(20):  # again while they fork
+        killed = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                if os.stat("/proc/" + pid).st_uid == entry.pw_uid:
+                    os.kill(int(pid), 9)
+                    killed += 1
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        if not killed:
+            break
+        done.append("killed %d processes of %s" % (killed, LEGACY_BUILD_USER))
+        time.sleep(0.05)
+    proc = subprocess.run(["userdel", LEGACY_BUILD_USER], capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and fsutil.user(LEGACY_BUILD_USER) is not None:
+        raise VenvError("userdel %s failed: %s" % (LEGACY_BUILD_USER, proc.stderr.strip()))
+    done.append("removed the account %s" % LEGACY_BUILD_USER)
+    return done
 
 
 def _run(argv, timeout, **kwargs):
@@ -111,10 +251,12 @@ def seal(path, python):
 
 
 def build(microsvc_root, key, python, python_version, requirements, wheelhouse=None, index_url="",
-          extra_args=(), timeout=1800):
-    """Build the cached virtualenv of ``key`` unless it is complete. Returns True when built."""
+          extra_args=(), timeout=1800, service_user=None):
+    """Build the cached virtualenv of ``key`` unless it is complete. Returns True when built.
+    With requirements, ``service_user`` (the account of the service it is built for) names the
+    build uid that runs the build's steps."""
     cache = cache_dir(microsvc_root)
-    # Traversable (the build user reaches its own directory), not listable.
+    # Traversable, not listable (a build sees none of it anyway: its sandbox hides the root).
     os.makedirs(cache, mode=0o711, exist_ok=True)
     for directory in (os.path.dirname(cache), cache):
         os.chown(directory, 0, 0)
@@ -126,17 +268,28 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
         if os.path.lexists(final):
             shutil.rmtree(final)
         needs_pip = bool(requirements.strip())
-        uid, gid = ensure_build_user() if needs_pip else (0, 0)
+        if needs_pip and not service_user:
+            raise VenvError("a virtualenv with requirements is built for a service: its account is missing")
+        uid = build_uid(fsutil.uid_of(service_user)) if needs_pip else 0
+        if needs_pip:
+            # Nothing of this uid may run while its directories are made: a unit a killed deploy
+            # left behind would otherwise write into them.
+            stop_unit(uid)
         os.mkdir(final, 0o755)
-        os.chown(final, uid, gid)
+        os.chown(final, uid, uid)
         home = tempfile.mkdtemp(prefix=".build-home-", dir=cache)
-        os.chown(home, uid, gid)
+        os.chown(home, uid, uid)
         try:
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
                    "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-            as_builder = dict(user=uid, group=gid, extra_groups=[], env=env, cwd=home) if needs_pip else dict(env=env)
-            _run([python, "-m", "venv"] + ([] if needs_pip else ["--without-pip"]) + [final], timeout, **as_builder)
-            if needs_pip:
+            argv = [python, "-m", "venv"] + ([] if needs_pip else ["--without-pip"]) + [final]
+            if not needs_pip:
+                # No package code runs: the standard library's venv, as root.
+                _run(argv, timeout, env=env)
+            else:
+                unit = dict(cwd=home, env=env, hidden=os.path.realpath(microsvc_root), writable=[final, home],
+                            readable=[wheelhouse] if wheelhouse else [], network=not wheelhouse)
+                _run_unit(uid, argv, timeout, **unit)
                 req = os.path.join(home, "requirements.txt")
                 write_atomic(req, requirements, 0o644)
                 argv = [os.path.join(final, "bin", "python"), "-m", "pip", "install", "--requirement", req]
@@ -144,7 +297,7 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
                     argv += ["--no-index", "--find-links", wheelhouse]
                 elif index_url:
                     argv += ["--index-url", index_url]
-                _run(argv + list(extra_args), timeout, **as_builder)
+                _run_unit(uid, argv + list(extra_args), timeout, **unit)
             seal(final, python)
             write_atomic(os.path.join(final, MARKER),
                          json.dumps({"python_version": python_version, "key": key}, indent=2) + "\n")

@@ -11,11 +11,12 @@ short_description: Deploy many services of a host in one call, each isolated fro
 description:
   - For each service given, in steps that each run for all services before the next begins, the
     account and directory layout; release unpacked (from the bundle the action plugin copied);
-    virtualenv (built once per interpreter and requirements, by an unprivileged build user, then
-    copied to the service); environment file written (the previous one kept); the application
-    imported from the new release as the service's user; the release commands (Django's migrate,
-    where this host runs it, through C(microsvc-migrate) under the service's PostgreSQL advisory
-    lock, and collectstatic among them), in order, as the service's user; then
+    virtualenv (built once per interpreter and requirements, by an unprivileged build uid of the
+    service's own in a sandboxed transient unit, then copied to the service); environment file
+    written (the previous one kept); the application imported from the new release as the
+    service's user; the release commands (Django's migrate, where this host runs it, through
+    C(microsvc-migrate) under the service's PostgreSQL advisory lock, and collectstatic among
+    them), in order, as the service's user; then
     C(current) switched and the vassal started or reloaded, and the call waits for its new workers.
   - The slow independent parts (virtualenv builds, imports, release commands, reload waits) run
     concurrently, bounded by I(concurrency) (default the host's CPU count); vassal starts and
@@ -253,13 +254,21 @@ class Deploy:
                             fsutil.gid_of(svc["group"]), svc["venv"], svc.get("marker") or {})
 
     def step_venvs(self, services):
-        """One build per virtualenv key (concurrently), then each service's own copy."""
+        """One build per virtualenv key (concurrently), each as the build uid of the first service
+        that needs it, then each service's own copy."""
         by_key = {}
         for svc in services:
             if svc.get("wheelhouse_error"):
                 self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
                 continue
             by_key.setdefault(svc["venv"], []).append(svc)
+        if by_key:
+            try:
+                venvs.retire_legacy_build_user()
+            except venvs.VenvError as exc:
+                for key in list(by_key):
+                    for svc in by_key.pop(key):
+                        self.fail(svc["name"], "virtualenv", exc)
 
         def build(key):
             svc = by_key[key][0]
@@ -273,7 +282,8 @@ class Deploy:
             try:
                 venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
                             wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
-                            index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [])
+                            index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [],
+                            service_user=svc.get("user"))
             finally:
                 if wheelhouse:
                     shutil.rmtree(wheelhouse, ignore_errors=True)
