@@ -11,6 +11,7 @@ Task arguments:
   root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock: see the module
   cache_dir:   controller cache for wheelhouses
   architecture: the host's (for wheelhouses)
+  protected_group: nginx's group where the gateway is local (accel_redirect's shared/protected)
 
 The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
 of the virtualenvs it must build (wheelhouse mode), copies it once, and runs the module
@@ -65,8 +66,9 @@ def slice_file(work):
     return dict(name=names[0], content=files[names[0]]) if names else None
 
 
-def module_service(work, svc, migrate):
-    """What the module needs to deploy one service (no secrets)."""
+def module_service(work, svc, migrate, protected_group=""):
+    """What the module needs to deploy one service (no secrets); ``protected_group``: nginx's group
+    where the gateway runs on this host (accel_redirect's protected directory), else empty."""
     django = svc.get("django")
     return dict(
         name=svc["name"], user=svc["user"], group=svc["group"], root=svc["root"], env_file=svc["env_file"],
@@ -87,6 +89,7 @@ def module_service(work, svc, migrate):
         # The service's slice, written before its vassal first starts (the vassal moves into it).
         slice=slice_file(work),
         attach="\nhook-as-root = " in work["ini_content"],
+        protected_group=(protected_group or None) if svc.get("accel_redirect") else None,
         archive_member=None if work.get("release_present") else "releases/%s.tar.gz" % svc["name"],
         wheelhouse_member=None,
     )
@@ -110,7 +113,7 @@ class ActionModule(ActionBase):
             svc = plan.get(entry["name"])
             if svc is None:
                 raise AnsibleActionFail("service %r of the work list is not in the plan" % entry["name"])
-            item = module_service(entry, svc, migrate)
+            item = module_service(entry, svc, migrate, args.get("protected_group") or "")
             if item["archive_member"]:
                 files[item["archive_member"]] = entry["archive"]
             if pip.get("source") == "wheelhouse" and item["requirements"].strip() and not entry.get("venv_present"):

@@ -18,6 +18,7 @@ Task arguments:
   once_here:     names of the services whose schedules and once-only workers run on this host
                  (one app host per service: the rule of microsvc.deploy.migration_hosts)
   unit_templates: templates of the systemd units: worker, timer, tick, run, slice
+  protected:     whether the gateway is local (accel_redirect's shared/protected is then expected)
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
 ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
@@ -31,6 +32,7 @@ import hashlib
 import re
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path, service_paths
@@ -175,7 +177,8 @@ class ActionModule(ActionBase):
                            release=wanted[s["name"]]["release"], venv=wanted[s["name"]]["venv"],
                            ini_path=wanted[s["name"]]["ini_path"], ini_sha1=wanted[s["name"]]["ini_sha1"],
                            env_file=s["env_file"], env_sha1=wanted[s["name"]]["env_sha1"],
-                           stats_socket=s["stats_socket"], units=unit_digests(wanted[s["name"]]["units"]))
+                           stats_socket=s["stats_socket"], units=unit_digests(wanted[s["name"]]["units"]),
+                           protected=bool(s.get("accel_redirect")) and boolean(args.get("protected") or False))
                       for s in services],
             absent=[dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
                          ini_path=ini_path(vassals_dir, s["name"])) for s in absent],

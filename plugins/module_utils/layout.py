@@ -112,7 +112,8 @@ def ensure_uwsgi_log(path, user, check_mode=False):
 
 def service_directories(svc, microsvc_root):
     """The layout of one service: code, virtualenvs and configuration belong to root and are
-    read-only to the service; it writes only shared/data, shared/log, shared/static and run/.
+    read-only to the service; it writes only shared/data, shared/log, shared/static, run/ and, with
+    accel_redirect, shared/protected.
     nginx ("other") may only traverse to the socket and read shared/static."""
     root, user = svc["root"], svc["user"]
     return [
@@ -126,4 +127,8 @@ def service_directories(svc, microsvc_root):
         {"path": root + "/shared/log", "owner": user, "mode": "0750"},
         {"path": root + "/shared/static", "owner": user, "mode": "0755"},
         {"path": root + "/run", "owner": user, "mode": "0750"},
-    ]
+    ] + ([
+        # accel_redirect: the files the gateway's internal location of the service serves; the
+        # service writes them, nginx's group reads them (setgid: new files keep that group).
+        {"path": root + "/shared/protected", "owner": user, "group": svc["protected_group"], "mode": "2750"},
+    ] if svc.get("protected_group") else [])

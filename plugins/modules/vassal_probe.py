@@ -216,7 +216,7 @@ def probe_service(svc, answer):
     state["env_match"] = sha1_of(svc["env_file"]) == svc["env_sha1"]
     if not state["env_match"]:
         needs.append("environment file differs")
-    for sub in ("shared/log", "shared/data", "run"):
+    for sub in ("shared/log", "shared/data", "run") + (("shared/protected",) if svc.get("protected") else ()):
         if not os.path.isdir(os.path.join(root, sub)):
             needs.append("directory %s missing" % sub)
             break

@@ -118,3 +118,23 @@ def test_sealing_refuses_links_leaving_the_virtualenv(tmp_path):
         pytest.skip("sealing changes owners: run as root (as the tests in CI do)")
     with pytest.raises(venvs.VenvError, match="outside the virtualenv"):
         venvs.seal(str(venv), "/usr/bin/python3")
+
+
+def _layout_entries(**extra):
+    from ansible_collections.microsvc.deploy.plugins.module_utils import layout
+    svc = dict({"root": "/opt/www/svc", "user": "svc"}, **extra)
+    return {entry["path"]: entry for entry in layout.service_directories(svc, "/opt/www")}
+
+
+def test_the_service_layout_gives_it_a_protected_directory_only_with_a_group_for_nginx():
+    assert "/opt/www/svc/shared/protected" not in _layout_entries()
+    assert "/opt/www/svc/shared/protected" not in _layout_entries(protected_group=None)
+    entry = _layout_entries(protected_group="www-data")["/opt/www/svc/shared/protected"]
+    assert (entry["owner"], entry["group"], entry["mode"]) == ("svc", "www-data", "2750")
+
+
+def test_every_directory_the_service_writes_is_inside_a_directory_of_root():
+    entries = _layout_entries(protected_group="www-data")
+    for path, entry in entries.items():
+        if entry["owner"] != "root":
+            assert entries[os.path.dirname(path)]["owner"] == "root", path
