@@ -205,9 +205,10 @@ def adopt(service, master, timeout=10):
     pids = [master] + descendants(master)
     argv = ["busctl", "call", "--timeout=10", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
             "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))", scope, "fail", "5",
-            "PIDs", "au", str(len(pids))] + [str(p) for p in pids] + [
-            "Slice", "s", slice_name(service), "Description", "s", "microsvc %s: uWSGI vassal (web)" % service,
-            "CollectMode", "s", "inactive-or-failed", "OOMPolicy", "s", "continue", "0"]
+            "PIDs", "au", str(len(pids))]
+    argv += [str(p) for p in pids]
+    argv += ["Slice", "s", slice_name(service), "Description", "s", "microsvc %s: uWSGI vassal (web)" % service,
+             "CollectMode", "s", "inactive-or-failed", "OOMPolicy", "s", "continue", "0"]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout + 10)
     if proc.returncode != 0:
         raise UnitsError("limits", "service '%s': systemd refused the scope %s: %s"

@@ -301,7 +301,7 @@ def _int(doc, key, where, low=0, required=True):
             raise StatsError("wrong_shape", "stats of the wrong shape: %s%s is missing" % (where, key))
         return
     value = doc[key]
-    if type(value) is not int:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise StatsError("wrong_shape", "stats of the wrong shape: %s%s is not an integer" % (where, key))
     if not low <= value <= MAX_INT:
         raise StatsError("wrong_shape", "stats of the wrong shape: %s%s is out of range" % (where, key))

@@ -43,7 +43,8 @@ EXAMPLES = r"""
 RETURN = r"""
 services:
   description: Per service name, C(release), C(running), C(stats_error) (why its stats answer could not
-    be used, or null), C(master_pid), C(workers), C(accepting), C(requests), C(rss_kb), C(uptime_s), and C(processes) (its worker processes, each C(worker), C(instance),
+    be used, or null), C(master_pid), C(workers), C(accepting), C(requests), C(rss_kb), C(uptime_s), and
+    C(processes) (its worker processes, each C(worker), C(instance),
     C(state), C(pid), C(uptime_s), C(restarts)) and C(schedules) (each C(schedule), C(last_run), C(result),
     C(next_run); times in unix seconds).
   returned: always
