@@ -197,6 +197,10 @@ def test_a_deploy_with_links_planted_in_run_and_log_changes_nothing_outside(host
     assert "chain reload" in host.file(ROOT + "/log/uwsgi.log").content_string[before:]
     assert stat_of(host, ROOT + "/chain-reload").startswith("root:root 644 regular")
     assert_unchanged_but_own_release(host, outside)
+    # Back to the scenario's own code, so that the next tests find the release they converged.
+    monkeypatch.setenv("MICROSVC_HOSTILE_DIR", os.path.join(SCENARIO, "hostile"))
+    rc, out = run_playbook(inventory(), args=["-e", "deploy_services=%s" % HOSTILE])
+    assert rc == 0, out[-3000:]
 
 
 def assert_unchanged_but_own_release(host, outside):
