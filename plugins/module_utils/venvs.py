@@ -124,8 +124,10 @@ def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout
         # fail a build that succeeded, after a wait).
         "KillMode=control-group", "KillSignal=SIGKILL", "RuntimeMaxSec=%d" % timeout,
         # The unit starts as root only to become the build uid (setpriv, below): no capability
-        # but those two, none at all after the switch, and no way to gain one back.
-        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID", "NoNewPrivileges=yes", "UMask=0022",
+        # but those to switch and to empty the bounding set (CAP_SETPCAP: util-linux 2.41's
+        # setpriv refuses --bounding-set without it), none at all after the switch, and no way
+        # to gain one back.
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SETPCAP", "NoNewPrivileges=yes", "UMask=0022",
         "RestrictSUIDSGID=yes", "LockPersonality=yes", "LimitCORE=0",
         "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "PrivateIPC=yes",
         "TemporaryFileSystem=/dev/shm:mode=1777", "ProtectProc=invisible", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
