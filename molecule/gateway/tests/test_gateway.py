@@ -147,6 +147,14 @@ def test_renewal_runs_from_the_package_timer_with_a_deploy_hook(host):
     assert hook.mode == 0o755 and "nginx -t" in hook.content_string and "systemctl reload nginx" in hook.content_string
 
 
+def test_certbot_renews_in_a_sandbox_exposed_at_most_4_5(host):
+    out = host.check_output("systemd-analyze security --no-pager certbot.service")
+    score = float(re.search(r"Overall exposure level for certbot.service: ([0-9.]+)", out).group(1))
+    assert score <= 4.5, out[-2000:]
+    props = host.check_output("systemctl show certbot.service -p ProtectSystem -p NoNewPrivileges")
+    assert "ProtectSystem=strict" in props and "NoNewPrivileges=yes" in props
+
+
 def test_forced_renewal_serves_a_new_serial_without_a_failed_request(host):
     before = served_serial(host)
     conf = "/etc/letsencrypt/renewal/microsvc-gateway.conf"
