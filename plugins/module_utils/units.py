@@ -542,6 +542,9 @@ def remove_all(service, units_dir=UNITS_DIR, systemd=None, check_mode=False):
         os.unlink(os.path.join(units_dir, name))
     if files:
         systemd.daemon_reload()
+    # A slice stays loaded and active without its file until it is stopped (what still runs in
+    # it, a vassal stopped a moment ago included, goes with it).
+    systemd.run(["stop", "--", slice_name(service)], check=False)
     return files
 
 
