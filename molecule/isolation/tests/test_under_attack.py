@@ -10,12 +10,14 @@ until its own clean-up.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
 
 import pytest
-from conftest import HOSTILE, NEIGHBOURS, ROUTES, Outside, as_user, scenario_services
-from microsvc_checks import _quote, http, master_pid, run_playbook
+from conftest import HOSTILE, NEIGHBOURS, ROUTES, Outside, as_user
+from microsvc_checks import PROJECT, _quote, http, master_pid, run_playbook
 
 PROM = "/var/lib/prometheus/node-exporter/microsvc_uwsgi.prom"
 
@@ -98,18 +100,23 @@ def greeting(host):
     return http(host, "/api/service2/")["body"]
 
 
-def test_a_deploy_and_a_rollback_of_a_neighbour_work_with_every_attack_in_place(host, attacks, inventory):
+def test_a_deploy_and_a_rollback_of_a_neighbour_work_with_every_attack_in_place(host, attacks, inventory,
+                                                                                tmp_path, monkeypatch):
     before = greeting(host)
     masters = {name: master_pid(host, name) for name in NEIGHBOURS}
-    services = scenario_services()
-    for svc in services:
-        if svc["name"] == "service2":
-            svc["env"]["GREETING"] = "deployed under attack"
-    rc, out = run_playbook(inventory(services))
+    # New code for service2 (a copy of the samples, which the scenario's settings then allow as a
+    # source; service1's code is unchanged: the same release).
+    samples = tmp_path / "samples"
+    shutil.copytree(os.path.join(PROJECT, "samples"), samples)
+    app = samples / "service2" / "app.py"
+    app.write_text(app.read_text().replace("hello from a plain WSGI app", "hello, deployed under attack"))
+    inv = inventory()
+    monkeypatch.setenv("MICROSVC_SAMPLES_DIR", str(samples))
+    rc, out = run_playbook(inv)
     assert rc == 0, out[-4000:]
-    assert "greeting: deployed under attack" in greeting(host)
+    assert "hello, deployed under attack" in greeting(host)
     assert "service '%s': its stats cannot be read" % HOSTILE in out, out[-4000:]
-    rc, out = run_playbook(inventory(services), "playbooks/rollback.yml", args=["-e", "rollback_service=service2"])
+    rc, out = run_playbook(inv, "playbooks/rollback.yml", args=["-e", "rollback_service=service2"])
     assert rc == 0, out[-4000:]
     assert greeting(host) == before
     # A code deploy and its rollback chain-reload the workers; the masters stay.
