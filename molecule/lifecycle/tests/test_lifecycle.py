@@ -573,7 +573,9 @@ def test_a_killed_worker_process_comes_back(host):
 
 def test_a_code_deploy_moves_the_workers_and_lets_a_running_job_finish(host, workdir, code, state):
     old = worker_mains(host)
-    in_flight = enqueue(host, "inflight", 20)
+    # Long enough to be still running when the deploy stops its process (about 23 s after the
+    # enqueue here), short enough to end within the worker's grace period (30 s) after that.
+    in_flight = enqueue(host, "inflight", 35)
     set_version(code, "2")
     rc, out = deploy(workdir, "jobs-v2", state["jobs"]["services"], ["-e", "deploy_services=jobs"])
     assert rc == 0, out
