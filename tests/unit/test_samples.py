@@ -676,17 +676,46 @@ def test_jobs_method_not_allowed(jobs_web, method, path, allow):
     assert response.status == 405 and response.headers["allow"] == allow
 
 
+class FakeClock:
+    """time for a job: sleep advances the clock; ``on_sleep`` runs after each sleep."""
+
+    def __init__(self, now=1700000000.5, on_sleep=None):
+        self.now, self.slept, self.on_sleep = now, [], on_sleep
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(len(self.slept))
+
+
 def test_jobs_task_names_the_release_that_ran_it(monkeypatch, tmp_path):
     tasks = import_release_module(SAMPLES / "jobs", "jobsvc.tasks")
-    slept = []
-    monkeypatch.setattr(tasks, "time", types.SimpleNamespace(sleep=slept.append, time=lambda: 1700000000.5))
+    clock = FakeClock()
+    monkeypatch.setattr(tasks, "time", clock)
+    monkeypatch.delenv("MICROSVC_DATA_DIR", raising=False)
     (tmp_path / "b0ccdb73c0fe").mkdir()
     monkeypatch.chdir(tmp_path / "b0ccdb73c0fe")
     result = tasks.process("hello", 999)
     assert result["result"] == "HELLO" and result["word"] == "hello"
     assert result["release"] == "b0ccdb73c0fe" and result["version"] == "1" and result["pid"] == os.getpid()
-    assert result["started"] == result["ended"] == 1700000000.5 and result["worker_pid"] == os.getppid()
-    assert slept == [60.0]
+    assert result["started"] == 1700000000.5 and result["worker_pid"] == os.getppid()
+    assert result["ended"] - result["started"] == pytest.approx(99.0, abs=0.3)
+    assert result["ended"] - result["started"] >= 99.0
+
+
+def test_a_waiting_job_says_where_it_runs_and_ends_when_released(monkeypatch, tmp_path):
+    tasks = import_release_module(SAMPLES / "jobs", "jobsvc.tasks")
+    clock = FakeClock(on_sleep=lambda n: (tmp_path / "release-held").touch() if n == 10 else None)
+    monkeypatch.setattr(tasks, "time", clock)
+    monkeypatch.setenv("MICROSVC_DATA_DIR", str(tmp_path))
+    result = tasks.process("held", 90)
+    assert (tmp_path / "started-held").read_text() == "%d\n" % os.getppid()
+    assert len(clock.slept) == 10 and result["ended"] - result["started"] == pytest.approx(2.0)
+    assert tasks.process("quick", 0)["ended"] == clock.now and not (tmp_path / "started-quick").exists()
 
 
 def test_jobs_tick_writes_a_start_and_an_end_line(monkeypatch, tmp_path):

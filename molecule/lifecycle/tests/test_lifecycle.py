@@ -7,6 +7,7 @@ and run site.yml or rollback.yml from the controller. The tests run in file orde
 step starts from the state the previous one left.
 """
 
+import concurrent.futures
 import datetime
 import itertools
 import json
@@ -451,6 +452,30 @@ def job_result(host, job_id, timeout=90):
         time.sleep(0.5)
 
 
+def held_by(host, old, started_file, timeout=60):
+    """The worker unit whose process runs the held job (the job wrote its worker's pid)."""
+    deadline = time.time() + timeout
+    while not host.file(started_file).exists:
+        assert time.time() < deadline, "the held job did not start"
+        time.sleep(0.5)
+    pid = int(host.file(started_file).content_string.strip())
+    units = [unit for unit, (main, _) in old.items() if main == pid]
+    assert units, (pid, old)
+    return units[0]
+
+
+def wait_for_stopping(host, unit, since, running, timeout=240):
+    """Until systemd logged that it stops ``unit`` (after ``since``), while the deploy runs."""
+    deadline = time.time() + timeout
+    while True:
+        out = host.run("journalctl -u %s --since @%d -o cat --no-pager | grep -c '^Stopping ' || true" % (unit, since))
+        if out.stdout.strip() not in ("", "0"):
+            return
+        assert not running.done(), running.result()
+        assert time.time() < deadline, "the deploy never stopped %s" % unit
+        time.sleep(0.5)
+
+
 def release_of(host, name="jobs"):
     return host.check_output("readlink /opt/www/%s/current" % name).split("/")[-1]
 
@@ -573,11 +598,20 @@ def test_a_killed_worker_process_comes_back(host):
 
 def test_a_code_deploy_moves_the_workers_and_lets_a_running_job_finish(host, workdir, code, state):
     old = worker_mains(host)
-    # Long enough to be still running when the deploy stops its process (about 23 s after the
-    # enqueue here), short enough to end within the worker's grace period (30 s) after that.
-    in_flight = enqueue(host, "inflight", 35)
+    # The job waits (up to 99 s) until the test releases it: the test releases it once systemd
+    # began to stop the worker process running it, so it is in flight then whatever the deploy's
+    # speed, and ends well within the worker's grace period (30 s).
+    data = "/opt/www/jobs/shared/data"
+    host.run("rm -f %s/started-inflight %s/release-inflight" % (data, data))
+    since = int(host.check_output("date +%s"))
+    in_flight = enqueue(host, "inflight", 99)
+    ran_in = held_by(host, old, data + "/started-inflight")
     set_version(code, "2")
-    rc, out = deploy(workdir, "jobs-v2", state["jobs"]["services"], ["-e", "deploy_services=jobs"])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(deploy, workdir, "jobs-v2", state["jobs"]["services"], ["-e", "deploy_services=jobs"])
+        wait_for_stopping(host, ran_in, since, running)
+        host.run("touch %s/release-inflight" % data)
+        rc, out = running.result()
     assert rc == 0, out
     release = release_of(host)
     assert release != state["jobs"]["release_1"]
@@ -590,7 +624,7 @@ def test_a_code_deploy_moves_the_workers_and_lets_a_running_job_finish(host, wor
     # release, within the grace period: it ended after systemd began to stop that process.
     job = job_result(host, in_flight)
     assert job["status"] == "finished" and job["result"]["release"] == state["jobs"]["release_1"], job
-    ran_in = next(unit for unit, (pid, _) in old.items() if pid == job["result"]["worker_pid"])
+    assert old[ran_in][0] == job["result"]["worker_pid"], (old, job)
     stopping = host.check_output("journalctl -u %s -o short-unix --no-pager | grep ' Stopping ' | tail -1" % ran_in)
     assert float(stopping.split()[0]) < job["result"]["ended"], (stopping, job)
     assert host.file("/opt/www/jobs/shared/data/release-commands.log").content_string.splitlines()[-1].startswith(
