@@ -20,6 +20,8 @@ SCENARIOS ?= $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule
 # Every scenario runs on Debian 12; the default scenario also on these images (Debian 13).
 # When MICROSVC_IMAGE is set (a CI matrix), only that image is used.
 EXTRA_IMAGES ?= $(if $(MICROSVC_IMAGE),,microsvc-test/debian:trixie)
+# Scenarios run in this many parallel queues (tools/molecule-queues; 1: one after another).
+MOLECULE_JOBS ?= 2
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := dist/microsvc-deploy-$(VERSION).tar.gz
 
@@ -66,9 +68,7 @@ unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
 molecule: venv images
-	for s in $(SCENARIOS); do echo "== molecule test -s $$s"; molecule test -s $$s; done
-	for image in $(EXTRA_IMAGES); do echo "== molecule test -s default on $$image"; \
-		MICROSVC_IMAGE=$$image molecule test -s default; done
+	tools/molecule-queues --jobs $(MOLECULE_JOBS) --images "$(EXTRA_IMAGES)" $(SCENARIOS)
 
 test: lint build sanity unit molecule
 
