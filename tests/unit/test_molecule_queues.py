@@ -48,16 +48,25 @@ def test_the_queues_are_balanced_longest_first(jobs):
 def test_a_failed_run_stops_its_queue_only(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def call(argv, **kwargs):
+    def run(argv, handle, env):
         calls.append(argv[-1])
-        kwargs["stdout"].write("fatal: [host]: FAILED! => boom\n" if argv[-1] == "bad" else "ok\n")
+        handle.write("fatal: [host]: FAILED! => boom\n" if argv[-1] == "bad" else "ok\n")
         return 2 if argv[-1] == "bad" else 0
 
     monkeypatch.setattr(queues_tool, "LOGS", str(tmp_path))
-    monkeypatch.setattr(queues_tool.subprocess, "call", call)
+    monkeypatch.setattr(queues_tool, "timestamped", run)
     monkeypatch.setattr(queues_tool, "WEIGHTS", {"bad": 9, "after": 1, "good": 8, "next": 1})
     code = queues_tool.main(["--jobs", "2", "bad", "after", "good", "next"])
     out = capsys.readouterr().out
     assert code == 1
     assert sorted(calls) == ["after", "bad", "good"]  # queues: bad, next | good, after
     assert "FAILED! => boom" in out and "not run (an earlier run of its queue failed)" in out
+
+
+def test_each_line_of_a_run_is_written_after_its_time(tmp_path):
+    log = tmp_path / "run.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        code = queues_tool.timestamped(["sh", "-c", "echo one; echo two >&2; exit 3"], handle, dict(os.environ))
+    assert code == 3
+    lines = log.read_text().splitlines()
+    assert [line[8:] for line in lines] == ["one", "two"] and all(line[:8] == "[00:00] " for line in lines)
