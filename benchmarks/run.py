@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make bench: measure the gateway and the deploys side by side, inside the project's own test
-containers, and write benchmarks/results.md (tables + chart) and the README's performance
-section.
+containers, and write benchmarks/results.md (tables + chart) and the summary on the
+performance page (docs/performance.md).
 
 1. Gateway: requests/s and p50/p99 latency with wrk (inside the container, against its own
    loopback) for a trivial service through our gateway, against (a) nginx in front of gunicorn
@@ -36,7 +36,7 @@ HERE = os.path.join(ROOT, "benchmarks")
 RESULTS_MD = os.path.join(HERE, "results.md")
 CHART = os.path.join(HERE, "results.png")
 RAW = os.path.join(HERE, "raw")
-README = os.path.join(ROOT, "README.md")
+PERFORMANCE_MD = os.path.join(ROOT, "docs", "performance.md")
 BIN = os.path.dirname(sys.executable)
 RUN_OPTS = ["--cap-add", "SYS_ADMIN", "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
             "--tmpfs", "/run", "--tmpfs", "/run/lock"]
@@ -1147,13 +1147,13 @@ def chart(gw, dep):
     fig.savefig(CHART, dpi=110)
 
 
-def update_readme(summary):
-    with open(README, encoding="utf-8") as handle:
+def update_performance_page(summary):
+    with open(PERFORMANCE_MD, encoding="utf-8") as handle:
         text = handle.read()
-    block = ("<!-- bench:start -->\nLast `make bench` (see [benchmarks/results.md](benchmarks/results.md), with "
+    block = ("<!-- bench:start -->\nLast `make bench` (see [benchmarks/results.md](../benchmarks/results.md), with "
              "the chart):\n\n" + "\n".join("- " + s for s in summary) + "\n<!-- bench:end -->")
     text = re.sub(r"<!-- bench:start -->.*?<!-- bench:end -->", lambda _m: block, text, flags=re.DOTALL)
-    with open(README, "w", encoding="utf-8") as handle:
+    with open(PERFORMANCE_MD, "w", encoding="utf-8") as handle:
         handle.write(text)
 
 
@@ -1170,7 +1170,7 @@ def main():
     parser.add_argument("--feature-duration", type=int, default=6, help="seconds per wrk run of the features part")
     parser.add_argument("--feature-rounds", type=int, default=5, help="interleaved rounds of the features part")
     parser.add_argument("--report-only", action="store_true",
-                        help="write results.md, the chart and the README summary from the last measurements")
+                        help="write results.md, the chart and the performance page's summary from the last measurements")
     args = parser.parse_args()
     parts = args.only.split(",") if args.only else list(PARTS)
     if not set(parts) <= set(PARTS):
@@ -1211,7 +1211,7 @@ def write_outputs(results):
     chart(gw, dep)
     with open(RESULTS_MD, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
-    update_readme(summary)
+    update_performance_page(summary)
     print("\n".join(summary))
     return 0
 
