@@ -19,7 +19,7 @@ INI_MARKER = "; microsvc-service:"     # first lines of a vassal ini the collect
 
 
 def service_paths(microsvc_root, name):
-    """Every path of one service below ``microsvc_root`` (see README "Files on a host")."""
+    """Every path of one service below ``microsvc_root`` (see docs/operations.md, "Files on a host")."""
     root = posixpath.join(microsvc_root, name)
     shared = posixpath.join(root, "shared")
     run = posixpath.join(root, "run")
