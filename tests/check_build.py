@@ -1,5 +1,7 @@
 """Check a built collection tarball: what users need is in it, what they do not is not."""
 
+import glob
+import os
 import sys
 import tarfile
 
@@ -19,6 +21,9 @@ REQUIRED = [
     # The uwsgi_emperor role installs it on hosts for its metrics writer.
     "plugins/module_utils/uwsgi_stats.py",
 ]
+# The README links into the manual, so every page of docs/ ships with it.
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+REQUIRED += sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 FORBIDDEN_PREFIXES = ["samples/", "tests/", "molecule/", "tools/", ".ci/", "collections/", "benchmarks/",
                       "inventories/demo/", ".venv/", "dist/"]
 
@@ -37,7 +42,7 @@ def main(path):
     if errors:
         print("\n".join(errors))
         return 1
-    print("%s: %d files, roles and playbooks present, nothing extra" % (path, len(names)))
+    print("%s: %d files, roles, playbooks and docs present, nothing extra" % (path, len(names)))
     return 0
 
 
