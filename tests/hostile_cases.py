@@ -2,7 +2,7 @@
 alone, through the Planner) and by the integration test (all of them through
 `ansible-playbook site.yml`, before any host is contacted).
 
-Classes (issue 11): line breaks and control characters that would reach a template; uWSGI
+Classes: line breaks and control characters that would reach a template; uWSGI
 options outside the allow-list; account names; release sources; global settings, paths and
 numbers; unclear refusals. Each case names the field the refusal must name and a fragment of
 what it must say.
@@ -143,7 +143,7 @@ SERVICE_CASES = [
     ("dir-outside-roots", "sources", {"source": "/etc"}, "source.path", "outside the directories"),
     ("archive-outside-roots", "sources", {"source": {"type": "archive", "path": "/etc/ssl/certs/ca.tar.gz"}},
      "source.path", "outside the directories"),
-    # -- workers, schedules and release commands (issue 13): argv reaches a systemd unit, names
+    # -- workers, schedules and release commands: argv reaches a systemd unit, names
     #    become unit names and log directories, cron a timer ------------------------------------
     ("worker-argv-newline", "inject", {"workers": [{"name": "w", "argv": ["rq", "worker\nExecStartPre=/bin/id"]}]},
      "workers[1].argv", "control"),
@@ -202,7 +202,7 @@ SERVICE_CASES = [
     ("type-dict-for-str", "clarity", {"module": {"a": 1}}, "module", "must be a string, got a mapping"),
     ("type-env-list", "clarity", {"env": ["A=1"]}, "env", "must be a mapping, got a list"),
     ("type-bool-for-list", "clarity", {"requirements": True}, "requirements", "must be a list, got a boolean"),
-    # -- migrations (issue 17): the pre-migrate command runs as the service; the rollback policy -------
+    # -- migrations: the pre-migrate command runs as the service; the rollback policy -------
     ("pre-migrate-newline", "inject", {"django": {"pre_migrate": ["pg_dump", "--file=x\nuid = 0"]}},
      "django.pre_migrate", "control"),
     ("pre-migrate-nul", "inject", {"django": {"pre_migrate": ["pg_dump\x00"]}}, "django.pre_migrate", "control"),
@@ -277,7 +277,7 @@ SETTING_CASES = [
     ("charset-injection", "settings", "nginx_gateway_charset", "utf-8; root /", "not allowed"),
     ("timeout-huge", "settings", "nginx_gateway_read_timeout", 10 ** 9, "from 1 to 86400"),
     ("source-roots-relative", "settings", "microsvc_source_roots", ["relative"], "not allowed"),
-    # -- the gateway's features (issue 14; the full table is tests/unit/test_gateway_settings.py)
+    # -- the gateway's features (the full table is tests/unit/test_gateway_settings.py)
     ("metrics-wildcard", "settings", "microsvc_metrics_address", "0.0.0.0", "wildcard"),
     ("metrics-public", "settings", "nginx_gateway_metrics_address", "8.8.8.8", "public address"),
     ("acme-url-newline", "settings", "nginx_gateway_acme_directory_url", "https://ca.example/dir\n--server x",
@@ -288,7 +288,7 @@ SETTING_CASES = [
     ("gzip-types-injection", "settings", "nginx_gateway_compression_types", ["text/css; gzip off"], "not allowed"),
     ("retry-after-huge", "settings", "nginx_gateway_maintenance_retry_after", 10 ** 9, "from 1 to 86400"),
     ("metrics-interval-tiny", "settings", "uwsgi_emperor_metrics_interval", 0, "from 5 to 3600"),
-    # -- the deploy lock and rollbacks across migrations (issue 17); -e gives text ------------------
+    # -- the deploy lock and rollbacks across migrations; -e gives text ------------------
     ("lock-timeout-huge", "settings", "uwsgi_vassal_lock_timeout", 10 ** 7, "from 0 to 86400"),
     ("lock-timeout-negative", "settings", "uwsgi_vassal_lock_timeout", "-5", "from 0 to 86400"),
     ("lock-timeout-words", "settings", "uwsgi_vassal_lock_timeout", "10m", "must be an integer"),
