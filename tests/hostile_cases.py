@@ -8,6 +8,8 @@ numbers; unclear refusals. Each case names the field the refusal must name and a
 what it must say.
 """
 
+import copy
+
 # (id, class, overrides of a good entry, field named, fragment of the message)
 SERVICE_CASES = [
     # -- a line break or control character would start a new line in a generated file ------
@@ -301,3 +303,27 @@ SETTING_CASES = [
     ("defaults-list", "clarity", "microsvc_service_defaults", [{"processes": 2}], "must be a mapping"),
     ("selection-bad-name", "clarity", "deploy_services", "a b", "not a service name"),
 ]
+
+
+def entry(name, overrides, source="code"):
+    """A good entry with a case's fields over it: {n} is the service's name, None drops a field, and a
+    source mapping whose path is "code" gets the given source's path."""
+    item = {"name": name, "source": source, "module": "app"}
+    for key, value in copy.deepcopy(overrides).items():
+        if value is None:
+            item.pop(key, None)
+        elif key == "source" and isinstance(value, dict) and value.get("path") == "code":
+            item[key] = dict(value, path=source)
+        else:
+            item[key] = _fill(value, name)
+    return item
+
+
+def _fill(value, name):
+    if isinstance(value, str):
+        return value.replace("{n}", name)
+    if isinstance(value, dict):
+        return {k: _fill(v, name) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, name) for v in value]
+    return value
