@@ -193,7 +193,7 @@ server {
         include /etc/nginx/uwsgi_params;
     }
 }
-# The hand-tuned baseline of issue 12: the same bare location (access log off) to a vassal
+# The hand-tuned baseline: the same bare location (access log off) to a vassal
 # with only socket, module and processes (BASELINE_VASSAL), the same process count as ours.
 server {
     listen 8086;
@@ -863,7 +863,7 @@ def report(gw, feat, dep, scale):
         if all("baseline" in by for _c, by in levels):
             ratios = [(c, by["ours"]["rps"] / by["baseline"]["rps"]) for c, by in levels]
             worst = min(r for _c, r in ratios)
-            lines += [("Target of issue 12: within 5%% of the hand-tuned baseline (same process count) — %s; %s." % (
+            lines += [("Target: within 5%% of the hand-tuned baseline (same process count) — %s; %s." % (
                 ", ".join("%.3fx at %s" % (r, plural_conns([c])) for c, r in ratios), verdict(worst >= 0.95)))]
             if all(by["ours"].get("cpu_us", 0) > 0 and by["baseline"].get("cpu_us", 0) > 0 for _c, by in levels):
                 lines += [("CPU time per request, ours against the baseline (steadier than throughput on a shared "
@@ -973,7 +973,7 @@ def report_deploys(dep, summary):
         ra = dep["redeploy_all"]
         redeploy = ra["seconds"] / nc["20"]
         failed_all = sum(v["errors"] + v["non_2xx"] for v in ra["load"].values())
-        lines += [("Targets of issue 12: adding 9 services in one run at most 2x the no-change run of the same 10 "
+        lines += [("Targets: adding 9 services in one run at most 2x the no-change run of the same 10 "
                    "— %.2fx, %s; redeploying all 20 with new code under load at most 3x the no-change run of the "
                    "same 20 — %.2fx (runs: %s s), %s; the no-change run of 4 services at most 6 s — %.1f s, %s." % (
                        add, verdict(add <= 2), redeploy, ", ".join("%.1f" % t for t in ra["runs"]),

@@ -2,11 +2,13 @@
 alone, through the Planner) and by the integration test (all of them through
 `ansible-playbook site.yml`, before any host is contacted).
 
-Classes (issue 11): line breaks and control characters that would reach a template; uWSGI
+Classes: line breaks and control characters that would reach a template; uWSGI
 options outside the allow-list; account names; release sources; global settings, paths and
 numbers; unclear refusals. Each case names the field the refusal must name and a fragment of
 what it must say.
 """
+
+import copy
 
 # (id, class, overrides of a good entry, field named, fragment of the message)
 SERVICE_CASES = [
@@ -143,7 +145,7 @@ SERVICE_CASES = [
     ("dir-outside-roots", "sources", {"source": "/etc"}, "source.path", "outside the directories"),
     ("archive-outside-roots", "sources", {"source": {"type": "archive", "path": "/etc/ssl/certs/ca.tar.gz"}},
      "source.path", "outside the directories"),
-    # -- workers, schedules and release commands (issue 13): argv reaches a systemd unit, names
+    # -- workers, schedules and release commands: argv reaches a systemd unit, names
     #    become unit names and log directories, cron a timer ------------------------------------
     ("worker-argv-newline", "inject", {"workers": [{"name": "w", "argv": ["rq", "worker\nExecStartPre=/bin/id"]}]},
      "workers[1].argv", "control"),
@@ -202,7 +204,7 @@ SERVICE_CASES = [
     ("type-dict-for-str", "clarity", {"module": {"a": 1}}, "module", "must be a string, got a mapping"),
     ("type-env-list", "clarity", {"env": ["A=1"]}, "env", "must be a mapping, got a list"),
     ("type-bool-for-list", "clarity", {"requirements": True}, "requirements", "must be a list, got a boolean"),
-    # -- migrations (issue 17): the pre-migrate command runs as the service; the rollback policy -------
+    # -- migrations: the pre-migrate command runs as the service; the rollback policy -------
     ("pre-migrate-newline", "inject", {"django": {"pre_migrate": ["pg_dump", "--file=x\nuid = 0"]}},
      "django.pre_migrate", "control"),
     ("pre-migrate-nul", "inject", {"django": {"pre_migrate": ["pg_dump\x00"]}}, "django.pre_migrate", "control"),
@@ -277,7 +279,7 @@ SETTING_CASES = [
     ("charset-injection", "settings", "nginx_gateway_charset", "utf-8; root /", "not allowed"),
     ("timeout-huge", "settings", "nginx_gateway_read_timeout", 10 ** 9, "from 1 to 86400"),
     ("source-roots-relative", "settings", "microsvc_source_roots", ["relative"], "not allowed"),
-    # -- the gateway's features (issue 14; the full table is tests/unit/test_gateway_settings.py)
+    # -- the gateway's features (the full table is tests/unit/test_gateway_settings.py)
     ("metrics-wildcard", "settings", "microsvc_metrics_address", "0.0.0.0", "wildcard"),
     ("metrics-public", "settings", "nginx_gateway_metrics_address", "8.8.8.8", "public address"),
     ("acme-url-newline", "settings", "nginx_gateway_acme_directory_url", "https://ca.example/dir\n--server x",
@@ -288,7 +290,7 @@ SETTING_CASES = [
     ("gzip-types-injection", "settings", "nginx_gateway_compression_types", ["text/css; gzip off"], "not allowed"),
     ("retry-after-huge", "settings", "nginx_gateway_maintenance_retry_after", 10 ** 9, "from 1 to 86400"),
     ("metrics-interval-tiny", "settings", "uwsgi_emperor_metrics_interval", 0, "from 5 to 3600"),
-    # -- the deploy lock and rollbacks across migrations (issue 17); -e gives text ------------------
+    # -- the deploy lock and rollbacks across migrations; -e gives text ------------------
     ("lock-timeout-huge", "settings", "uwsgi_vassal_lock_timeout", 10 ** 7, "from 0 to 86400"),
     ("lock-timeout-negative", "settings", "uwsgi_vassal_lock_timeout", "-5", "from 0 to 86400"),
     ("lock-timeout-words", "settings", "uwsgi_vassal_lock_timeout", "10m", "must be an integer"),
@@ -301,3 +303,27 @@ SETTING_CASES = [
     ("defaults-list", "clarity", "microsvc_service_defaults", [{"processes": 2}], "must be a mapping"),
     ("selection-bad-name", "clarity", "deploy_services", "a b", "not a service name"),
 ]
+
+
+def entry(name, overrides, source="code"):
+    """A good entry with a case's fields over it: {n} is the service's name, None drops a field, and a
+    source mapping whose path is "code" gets the given source's path."""
+    item = {"name": name, "source": source, "module": "app"}
+    for key, value in copy.deepcopy(overrides).items():
+        if value is None:
+            item.pop(key, None)
+        elif key == "source" and isinstance(value, dict) and value.get("path") == "code":
+            item[key] = dict(value, path=source)
+        else:
+            item[key] = _fill(value, name)
+    return item
+
+
+def _fill(value, name):
+    if isinstance(value, str):
+        return value.replace("{n}", name)
+    if isinstance(value, dict):
+        return {k: _fill(v, name) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, name) for v in value]
+    return value

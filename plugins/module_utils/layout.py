@@ -1,6 +1,7 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
-"""A service's account and directory tree on a host (used by service_layout and vassal_deploy)."""
+"""A service's account and directory tree on a host: made when the account of a new service is created, and
+again by every deploy (its directories, marker and uWSGI log)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ be written through a symlink. Extraction then writes each member itself, with
 (Debian 12's Python 3.11.2 has none).
 
 Used on the controller (plugin_utils/sources.py: archives and ``git archive`` output) and on
-hosts (modules/release_unpack.py: the normalised archive the controller built).
+hosts (module_utils/releases.py and the deploy's wheelhouse: the normalised archives the controller
+built).
 """
 
 from __future__ import annotations

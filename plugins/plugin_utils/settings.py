@@ -82,7 +82,7 @@ def _tls_protocols(value):
     return None
 
 
-# The family whose vars/<family>.yml a role loads instead of the facts' (issue 15).
+# The family whose vars/<family>.yml a role loads instead of the facts'.
 PLATFORM = Choice("", "Debian", "RedHat")
 # Distribution package names, optionally with a version or architecture (apt name=version,
 # name:arch; dnf name-version): they reach apt/dnf as arguments.
@@ -223,12 +223,12 @@ SETTINGS = {
     "uwsgi_vassal_cpu_weight": Int(1, 10000),
     "uwsgi_vassal_rollback_release": AnyOf(EMPTY, Str(r"[0-9a-f]{12}", "a release id (12 hex digits)", 12)),
     "uwsgi_vassal_rollback_across_migrations": CommandLine(Bool()),
-    # The deploy lock (issue 17): often given with -e for one run.
+    # The deploy lock: often given with -e for one run.
     "uwsgi_vassal_lock_timeout": CommandLine(Int(0, 86400, " seconds (0: fail at once when another run holds it)")),
     "uwsgi_vassal_lock_lease": CommandLine(Int(60, 86400, " seconds")),
 }
 
-# --- gateway features (issue 14): ACME, HTTP/2, compression, logs, metrics, maintenance ----
+# --- gateway features: ACME, HTTP/2, compression, logs, metrics, maintenance ----------------
 # Their checks live next to the rules that involve several of them (the gateway role runs
 # those before its play changes anything); this table includes them all.
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.gateway_settings import CHECKS as _GATEWAY_CHECKS

@@ -8,7 +8,6 @@ mode, owner and mtime.
 One run holds every case: host "target" gets the hostile service list, and every hostile
 setting is a host variable of a host of its own, so each host's report is its own."""
 
-import copy
 import os
 import re
 import subprocess
@@ -22,28 +21,6 @@ import hostile_sources as hostile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.dirname(sys.executable)
-
-
-def _fill(value, name):
-    if isinstance(value, str):
-        return value.replace("{n}", name)
-    if isinstance(value, dict):
-        return {k: _fill(v, name) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, name) for v in value]
-    return value
-
-
-def _entry(name, overrides, code):
-    item = {"name": name, "source": code, "module": "app"}
-    for key, value in copy.deepcopy(overrides).items():
-        if value is None:
-            item.pop(key, None)
-        elif key == "source" and isinstance(value, dict) and value.get("path") == "code":
-            item[key] = dict(value, path=code)
-        else:
-            item[key] = _fill(value, name)
-    return item
 
 
 def _reports(out):
@@ -67,10 +44,10 @@ def test_every_hostile_input_is_refused_before_any_host_is_contacted(tmp_path):
     services, expected = [], []
     for index, (case_id, _, overrides, field, fragment) in enumerate(cases.SERVICE_CASES):
         name = "c%03d" % index
-        services.append(_entry(name, overrides, str(code)))
+        services.append(cases.entry(name, overrides, str(code)))
         expected.append((case_id, "service '%s': field '%s':" % (name, field), fragment))
     for index, (case_id, _, name, fragment) in enumerate(cases.NAME_CASES):
-        services.append(_entry(name, {}, str(code)))
+        services.append(cases.entry(name, {}, str(code)))
         label = "service '%s'" % name if name.isprintable() else "(name %r)" % name
         expected.append((case_id, label, "field 'name': ", fragment))
     for case_id, path, fragment in hostile.tar_cases(built, canary) + hostile.zip_cases(built):

@@ -1,7 +1,6 @@
 """Every hostile input of tests/hostile_cases.py, alone, is refused by the validation, naming the
 field and saying what is allowed (the integration test runs them all through site.yml)."""
 
-import copy
 import os
 import sys
 
@@ -17,25 +16,7 @@ with open(os.path.join(ROOT, "roles/service_plan/meta/argument_specs.yml"), enco
     SPEC = service_plan.load_service_spec(yaml.safe_load(_f))
 
 
-def entry(name, overrides):
-    """A good entry with the case's fields over it ({n} is the service's name; None drops a field)."""
-    item = {"name": name, "source": "code", "module": "app"}
-    for key, value in copy.deepcopy(overrides).items():
-        if value is None:
-            item.pop(key, None)
-        else:
-            item[key] = _fill(value, name)
-    return item
-
-
-def _fill(value, name):
-    if isinstance(value, str):
-        return value.replace("{n}", name)
-    if isinstance(value, dict):
-        return {k: _fill(v, name) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, name) for v in value]
-    return value
+entry = cases.entry
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
-"""The settings issue 15 added, as the validation play checks them (plugin_utils/settings.py):
+"""The platform, package and package-index settings, as the validation play checks them
+(plugin_utils/settings.py):
 hostile values are refused naming the setting and what is allowed; ordinary ones pass."""
 
 import pytest

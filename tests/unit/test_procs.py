@@ -1,4 +1,4 @@
-"""Workers, schedules and release commands (issue 13), on the controller and in the host-side
+"""Workers, schedules and release commands, on the controller and in the host-side
 building blocks: cron to systemd calendar events, the quoting of ExecStart= arguments, the
 plan's entries, the release commands a deploy runs, the decisions about a service's units
 (against a fake systemctl), and the bookkeeping that names a failed worker."""

@@ -366,8 +366,8 @@ def check_inputs(templar, tmp, services, knobs):
         assert all(re.match(r"(service |setting '|microsvc_|deploy_services)", e) for e in exc.errors), exc.errors
         return "refused"
     variables = {}
-    for path in ("roles/nginx_gateway/defaults/main.yml", "roles/nginx_gateway/vars/Debian.yml",
-                 "roles/uwsgi_vassal/vars/Debian.yml", "roles/uwsgi_vassal/vars/main.yml"):
+    for path in ("roles/nginx_gateway/defaults/main.yml", "roles/nginx_gateway/vars/default.yml",
+                 "roles/uwsgi_vassal/vars/default.yml", "roles/uwsgi_vassal/vars/main.yml"):
         variables.update(_yaml(path))
     variables.update(knobs)
     present = [dict(s, members=["gw"]) for s in plan["services"] if s["state"] == "present"]

@@ -46,7 +46,10 @@ PLATFORM_OPTIONS = [("nginx_gateway", "nginx_gateway_platform"), ("uwsgi_emperor
 @pytest.mark.parametrize("value", ["", "Debian", "RedHat"])
 def test_platform_names_a_vars_file_of_the_role(role, option, value):
     assert not validator(role, option).validate({option: value}).error_messages
-    assert value == "" or os.path.exists(os.path.join(ROOT, "roles", role, "vars", value + ".yml"))
+    # Debian's values are the defaults (vars/default.yml, which every platform loads first).
+    assert value in ("", "Debian") or os.path.exists(os.path.join(ROOT, "roles", role, "vars", value + ".yml"))
+    with open(os.path.join(ROOT, "roles", role, "vars", "default.yml"), encoding="utf-8") as handle:
+        assert "Debian family" in handle.read()
 
 
 @pytest.mark.parametrize("role,option", PLATFORM_OPTIONS)

@@ -1,4 +1,4 @@
-"""The deploy lock on one host (issue 17): two runs that need the same service, a rollback started
+"""The deploy lock on one host: two runs that need the same service, a rollback started
 during a deploy, a run whose ansible-playbook process died, a lock left by another controller's run.
 
 These tests run before test_lifecycle.py (file order) and leave the host as the converge made it:

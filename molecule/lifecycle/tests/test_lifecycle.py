@@ -403,7 +403,7 @@ def test_service_dropped_from_the_list_is_removed_by_set_difference(host, workdi
     state["final"] = services
 
 
-# --- workers, schedules and release commands (issue 13) ----------------------------------------
+# --- workers, schedules and release commands -----------------------------------------------------
 # The jobs sample: its web process enqueues into Redis (installed by prepare.yml), an RQ worker
 # (two processes) runs the jobs and says which release it runs, a schedule "tick" runs every 2
 # seconds, "slow" every 2 seconds for 5, and a release command records each release.

@@ -134,7 +134,7 @@ def test_a_failing_batch_stops_the_rollout_and_is_rolled_back(gw, app1, app2, co
     assert all("rolled out" in http(gw, "/api/service2/")["body"] for _ in range(6))
 
 
-# --- schedules: one app host runs them (issue 13) -----------------------------------------------
+# --- schedules: one app host runs them -----------------------------------------------------------
 # The jobs sample's web process, without its requirements (the web process imports RQ only to
 # enqueue) and with a schedule every 2 seconds: every app host serves it, one runs the
 # schedule, the first app host of the play that runs the service (the rule of migrations).

@@ -1,4 +1,4 @@
-"""Migrations that never corrupt data (issue 17), with service1's database in PostgreSQL on
+"""Migrations that never corrupt data, with service1's database in PostgreSQL on
 microsvc-mh-db, shared by both app hosts.
 
 In order: check mode shows a new release's migration plan and applies nothing; a pre-migrate
