@@ -1,6 +1,6 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
-"""A service's account and directory tree on a host (used by service_layout and vassal_deploy)."""
+"""A service's account and directory tree on a host (used by service_layout and deploy_batch)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
 """A service's workers and schedules as systemd units on a host (used by vassal_probe,
-vassal_settle, vassal_apply and vassal_status).
+deploy_outcome, vassal and vassal_status).
 
 The unit files are rendered on the controller (roles/uwsgi_vassal/templates) and carry two
 marker lines: ``# microsvc-service: <service>`` (whose they are: removal is a set difference

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: vassal_apply
+module: vassal
 short_description: Start or reload one uWSGI vassal and wait until its workers are ready
 description:
   - Chooses the gentlest way to make a vassal run what is on disk, and waits for it to finish.
@@ -85,7 +85,7 @@ author:
 
 EXAMPLES = r"""
 - name: Stop a service's vassal and remove its sockets
-  microsvc.deploy.vassal_apply:
+  microsvc.deploy.vassal:
     name: billing
     state: absent
     ini_path: /etc/uwsgi/vassals/billing.ini

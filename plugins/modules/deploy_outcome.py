@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: vassal_settle
+module: deploy_outcome
 short_description: Settle or roll back many services of a host in one call
 description:
   - For each service, by its C(outcome)
@@ -52,7 +52,7 @@ author:
 
 EXAMPLES = r"""
 - name: Roll one service back to the release that served before
-  microsvc.deploy.vassal_settle:
+  microsvc.deploy.deploy_outcome:
     services:
       - {name: billing, root: /opt/www/billing, group: billing, env_file: /opt/www/billing/env,
          ini_path: /etc/uwsgi/vassals/billing.ini, stats_socket: /opt/www/billing/run/stats.sock,
