@@ -88,6 +88,9 @@ options:
         The call fails before any change when another run holds the lock of one of the services, marks the
         locks in use while it works and renews their lease.
     type: dict
+notes:
+  - Why not a builtin - one call for every service of a host, with the slow steps concurrent and each service rolled
+    back alone (a loop of builtins costs one call per service and step).
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -64,6 +64,8 @@ options:
     description: (action plugin) What the run does (deploy, rollback, remove), recorded with the holder.
     type: str
     default: deploy
+notes:
+  - Why not a builtin - no builtin takes a lock that spans a run's many calls, with a lease and a holder to name.
 author:
   - microsvc maintainers (@microsvc)
 """

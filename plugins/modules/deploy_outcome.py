@@ -46,6 +46,9 @@ options:
       - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). The call
         fails before any change when another run holds the lock of one of the services, and renews the lease.
     type: dict
+notes:
+  - Why not a builtin - one call settles or rolls back every service of a host concurrently, each alone, under the
+    deploy lock.
 author:
   - microsvc maintainers (@microsvc)
 """

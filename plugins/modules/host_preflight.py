@@ -33,6 +33,9 @@ options:
     description: Directory of the account registry.
     type: path
     default: /var/lib/microsvc/accounts
+notes:
+  - Why not a builtin - one read-only call replaces C(setup), C(package_facts) and C(service_facts), and only this
+    refuses an account the collection did not create.
 author:
   - microsvc maintainers (@microsvc)
 """

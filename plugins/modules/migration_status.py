@@ -54,6 +54,9 @@ options:
     description: The C(microsvc-migrate) helper.
     type: path
     default: /usr/local/lib/microsvc/microsvc-migrate
+notes:
+  - Why not a builtin - Django's plan is read as each service runs, from a release that may not be unpacked yet; no
+    builtin does that.
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -35,6 +35,9 @@ options:
     description: Directory of the account registry.
     type: path
     default: /var/lib/microsvc/accounts
+notes:
+  - Why not a builtin - C(ansible.builtin.user) takes one account per call and cannot tell the collection's accounts
+    from others; this creates or purges them for every service in one call, touching only its own (safety).
 author:
   - microsvc maintainers (@microsvc)
 """

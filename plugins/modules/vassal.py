@@ -79,6 +79,9 @@ options:
       - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). Outside
         check mode the call fails before any change when another run holds the service's lock.
     type: dict
+notes:
+  - Why not a builtin - writing the ini, touching the reload file and waiting on the stats socket are one decision;
+    C(template), C(file) and C(wait_for) cannot choose the reload or see the workers ready.
 author:
   - microsvc maintainers (@microsvc)
 """
