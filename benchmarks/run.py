@@ -82,7 +82,7 @@ def write_inventory(directory, host, services, extra=None):
 
 
 # The last run's profile (benchmarks/callback_plugins/bench_timings.py): every task's duration
-# and the per-step timings of vassal_deploy.
+# and the per-step timings of deploy_batch.
 LAST_PROFILE = {}
 
 
@@ -548,7 +548,7 @@ PROFILE_GROUPS = ("plan", "gateway", "emperor", "probe", "batch", "health", "han
 def task_group(name):
     if name.startswith("handler:"):
         return "handlers"
-    if "vassal_deploy" in name or "as one batch" in name:
+    if "deploy_batch" in name or "as one batch" in name:
         return "batch"
     if "uwsgi_vassal" in name and re.search(r"health|Settle|Record what failed", name):
         return "health"
@@ -1063,7 +1063,7 @@ def report_scale(scale, summary):
 
 
 GROUP_TITLES = {"plan": "plan (validate, host check, facts)", "gateway": "gateway role", "emperor": "emperor role",
-                "probe": "vassal role: probe and the rest", "batch": "deploy batch (`vassal_deploy`)",
+                "probe": "vassal role: probe and the rest", "batch": "deploy batch (`deploy_batch`)",
                 "health": "health checks, settle", "handlers": "handlers (nginx reload)", "other": "other"}
 
 
@@ -1082,7 +1082,7 @@ def report_profiles(dep, scale):
     lines = ["## 5. Where a run's time goes", "",
              ("Seconds per part of one run (`benchmarks/callback_plugins/bench_timings.py`: each task lasts until "
               "the next one starts, so the parts add up to the run), then the deploy batch's own steps "
-              "(`timings` returned by `vassal_deploy`; slow steps run concurrently on the host)."), "",
+              "(`timings` returned by `deploy_batch`; slow steps run concurrently on the host)."), "",
              "| run | total | " + " | ".join(GROUP_TITLES[g] for g in groups) + " | of which installing packages |",
              "|---|---|" + "---|" * (len(groups) + 1)]
     for label, prof in profiles.items():

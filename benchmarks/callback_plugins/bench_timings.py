@@ -5,7 +5,7 @@
 Writes, to the file named by MICROSVC_BENCH_TIMINGS, one JSON object: every task in the order it
 started, with the seconds until the next task started (so controller-side work between tasks is
 counted too, and the durations add up to the run), how many results it had that were not skipped
-(one per host, or per loop item), and the per-step ``timings`` that ``microsvc.deploy.vassal_deploy`` returns.
+(one per host, or per loop item), and the per-step ``timings`` that ``microsvc.deploy.deploy_batch`` returns.
 Not part of the shipped collection.
 """
 
@@ -20,7 +20,7 @@ from ansible.plugins.callback import CallbackBase
 DOCUMENTATION = r"""
 name: bench_timings
 type: aggregate
-short_description: record task durations and vassal_deploy step timings for make bench
+short_description: record task durations and deploy_batch step timings for make bench
 description:
   - Writes a JSON summary to the file named by the environment variable MICROSVC_BENCH_TIMINGS.
 requirements:
@@ -53,7 +53,7 @@ class CallbackModule(CallbackBase):
         if self.tasks and "results" not in result._result:  # a loop's summary: its items were counted
             self.tasks[-1]["results"] += 1
         timings = result._result.get("timings")
-        if isinstance(timings, dict) and result._task.action.endswith("vassal_deploy"):
+        if isinstance(timings, dict) and result._task.action.endswith("deploy_batch"):
             self.deploy_timings.append({"host": result._host.get_name(), "timings": timings})
 
     def v2_runner_on_ok(self, result):

@@ -8,7 +8,7 @@ mode ``services`` are built here from:
   services:  plan entries of the same services
   migrate:   names of the services whose migrations run on this host
 Only Django services whose migrations run on this host are planned. Releases the host lacks
-are copied as one bundle (like vassal_deploy), unpacked into a temporary directory there and
+are copied as one bundle (like deploy_batch), unpacked into a temporary directory there and
 removed after.
 """
 

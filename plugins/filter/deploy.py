@@ -3,8 +3,8 @@
 """The batch deploy's bookkeeping between its calls, as tested code: which health checks to run,
 which services to settle or roll back, and what became of each (the messages the play ends with).
 
-Inputs are the results of the batch's calls: vassal_deploy (prepare and switch), health_check
-(through the gateway), vassal_settle (roll back the unhealthy ones) and the health check of
+Inputs are the results of the batch's calls: deploy_batch (prepare and switch), health_check
+(through the gateway), deploy_outcome (roll back the unhealthy ones) and the health check of
 what serves again."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _vassal_fields(svc, vassals_dir):
 
 
 def settle_plan(deployed, health, services, vassals_dir="/etc/uwsgi/vassals", work=None):
-    """What vassal_settle does with each switched service: settle it when healthy (its workers
+    """What deploy_outcome does with each switched service: settle it when healthy (its workers
     and schedules made what the probe rendered, ``units`` of its entry in ``work``), roll it
     back (to what served before) when not."""
     by_name = {svc["name"]: svc for svc in services or []}
@@ -163,7 +163,7 @@ def returned(deployed, settled=None):
 
 
 def rollback_plan(services, name, release="", vassals_dir="/etc/uwsgi/vassals"):
-    """The vassal_settle entry of an on-demand rollback (playbooks/rollback.yml)."""
+    """The deploy_outcome entry of an on-demand rollback (playbooks/rollback.yml)."""
     svc = next(s for s in services if s["name"] == name)
     return [dict(_vassal_fields(svc, vassals_dir), outcome="rollback", release=release or None)]
 

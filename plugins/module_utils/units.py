@@ -1,7 +1,7 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
 """A service's workers and schedules as systemd units on a host (used by vassal_probe,
-vassal_settle, vassal_apply and vassal_status).
+deploy_outcome, vassal and vassal_status).
 
 The unit files are rendered on the controller (roles/uwsgi_vassal/templates) and carry two
 marker lines: ``# microsvc-service: <service>`` (whose they are: removal is a set difference
@@ -31,6 +31,28 @@ import time
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
+# The sandbox every unit of the collection starts from (systemd.exec(5)), written once: the
+# templates of every role take it from the lookup microsvc.deploy.systemd_sandbox, the
+# virtualenv builds' transient units from here (venvs.py). Each unit adds only what is its
+# own: capabilities, writable paths, address families, hidden paths, system call filters.
+SANDBOX = (
+    "NoNewPrivileges=true",
+    "ProtectSystem=strict",
+    "ProtectHome=true",
+    "PrivateTmp=true",
+    "PrivateDevices=true",
+    "ProtectKernelTunables=true",
+    "ProtectKernelModules=true",
+    "ProtectKernelLogs=true",
+    "ProtectControlGroups=true",
+    "ProtectClock=true",
+    "ProtectHostname=true",
+    "RestrictSUIDSGID=true",
+    "RestrictRealtime=true",
+    "RestrictNamespaces=true",
+    "LockPersonality=true",
+    "SystemCallArchitectures=native",
+)
 UNITS_DIR = "/etc/systemd/system"
 SERVICE_MARKER = "# microsvc-service: "
 UNIT_MARKER = "# microsvc-unit: "

@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil, units
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import VENV_MARKER as MARKER
 
@@ -127,12 +127,11 @@ def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout
         # but those to switch and to empty the bounding set (CAP_SETPCAP: util-linux 2.41's
         # setpriv refuses --bounding-set without it), none at all after the switch, and no way
         # to gain one back.
-        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SETPCAP", "NoNewPrivileges=yes", "UMask=0022",
-        "RestrictSUIDSGID=yes", "LockPersonality=yes", "LimitCORE=0",
-        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "PrivateIPC=yes",
-        "TemporaryFileSystem=/dev/shm:mode=1777", "ProtectProc=invisible", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
-        "RestrictRealtime=yes", "RestrictNamespaces=yes", "TemporaryFileSystem=%s:ro" % _unit_path(hidden),
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SETPCAP", "UMask=0022", "LimitCORE=0",
+        # The collection's sandbox, as every unit it writes has it; then the build's own.
+        *units.SANDBOX,
+        "PrivateIPC=yes", "TemporaryFileSystem=/dev/shm:mode=1777", "ProtectProc=invisible",
+        "TemporaryFileSystem=%s:ro" % _unit_path(hidden),
     ]
     properties += ["BindPaths=%s" % _unit_path(path) for path in writable]
     properties += ["BindReadOnlyPaths=%s" % _unit_path(path) for path in readable]

@@ -23,7 +23,7 @@ description:
     the C(ansible-playbook) process, playbook), repeats the attempt until I(timeout), and fails naming the
     holder. In check mode it reports holders and waits for nothing.
   - Changes nothing that the play manages, so it never reports C(changed).
-version_added: 0.3.0
+version_added: 0.2.0
 options:
   services:
     description: Names of the services. With I(state=released), omitted means every lock this run holds on the host.
@@ -64,6 +64,8 @@ options:
     description: (action plugin) What the run does (deploy, rollback, remove), recorded with the holder.
     type: str
     default: deploy
+notes:
+  - Why not a builtin - no builtin takes a lock that spans a run's many calls, with a lease and a holder to name.
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -18,6 +18,9 @@ options:
     description: Variable names and their values; only the variables given are checked.
     type: dict
     required: true
+notes:
+  - Why not a builtin - C(ansible.builtin.assert) has no allow-lists; this checks every setting on the controller
+    and names each problem, before any host changes.
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -32,6 +32,9 @@ options:
     description: Checks running at once.
     type: int
     default: 16
+notes:
+  - Why not a builtin - C(ansible.builtin.uri) with retries checks one URL per call, one after the other; this
+    checks all of them concurrently in one call.
 author:
   - microsvc maintainers (@microsvc)
 """

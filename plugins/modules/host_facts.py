@@ -40,6 +40,9 @@ options:
     type: list
     elements: str
     default: []
+notes:
+  - Why not a builtin - one read-only call replaces a C(command) task per question (nginx -v, the certificate, each
+    address).
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -27,6 +27,9 @@ options:
     type: list
     elements: dict
     default: []
+notes:
+  - Why not a builtin - C(ansible.builtin.template), C(copy) and C(file) cost one call per file or directory; this
+    writes them all, atomically, in one call.
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -19,7 +19,7 @@ description:
     release does not have either, such as rows of apps removed long ago). They stay applied after the rollback,
     the database is never migrated back. The finding goes to the service's deploy log. With C(policy=refuse)
     and I(force) false, the call fails naming them, before anything changes.
-version_added: 0.3.0
+version_added: 0.2.0
 options:
   mode:
     description: C(plan) or C(rollback).
@@ -54,6 +54,9 @@ options:
     description: The C(microsvc-migrate) helper.
     type: path
     default: /usr/local/lib/microsvc/microsvc-migrate
+notes:
+  - Why not a builtin - Django's plan is read as each service runs, from a release that may not be unpacked yet; no
+    builtin does that.
 author:
   - microsvc maintainers (@microsvc)
 """

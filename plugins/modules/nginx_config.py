@@ -65,6 +65,9 @@ options:
         with this suffix. Empty disables the backup.
     type: str
     default: .distro
+notes:
+  - Why not a builtin - the template module's C(validate) tests one file, not the whole tree with its relative
+    includes; this stages, tests the complete tree and swaps it in atomically.
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -31,6 +31,9 @@ options:
   index_url:
     description: Package index to download from (default pip's configuration).
     type: str
+notes:
+  - Why not a builtin - C(ansible.builtin.pip) installs and cannot download sources with pinned build requirements
+    into a reusable tarball.
 author:
   - microsvc maintainers (@microsvc)
 """

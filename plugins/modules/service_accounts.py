@@ -14,7 +14,7 @@ description:
     then its user and group (only when the collection created them for that service, as recorded in
     C(/var/lib/microsvc/accounts/), or, for accounts of earlier versions, recognised by what those versions
     wrote), and forgets them. Anything else stays, with a warning.
-  - Refusing a service named like someone else's account, before a host changes, is C(microsvc.deploy.host_check)'s.
+  - Refusing a service named like someone else's account, before a host changes, is C(microsvc.deploy.host_preflight)'s.
   - For each service of I(present), makes sure its system user and group exist (created and recorded as the
     collection's when missing, exactly as a deploy does; refused when someone else's account has the name), and
     returns their uids (the service firewall's rules name them before the service's first deploy).
@@ -35,6 +35,9 @@ options:
     description: Directory of the account registry.
     type: path
     default: /var/lib/microsvc/accounts
+notes:
+  - Why not a builtin - C(ansible.builtin.user) takes one account per call and cannot tell the collection's accounts
+    from others; this creates or purges them for every service in one call, touching only its own (safety).
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -57,6 +57,9 @@ options:
     type: list
     elements: str
     default: []
+notes:
+  - Why not a builtin - the service list's cross-field checks and the plan are computed in Python on the controller,
+    with unit tests.
 author:
   - microsvc maintainers (@microsvc)
 """

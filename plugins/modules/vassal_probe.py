@@ -61,6 +61,9 @@ options:
     description: Where the services' systemd units are (their files carry a C(# microsvc-service:) line).
     type: path
     default: /etc/systemd/system
+notes:
+  - Why not a builtin - one read-only call compares every service of a host (files, units, stats), so a run with
+    nothing to do costs one call.
 author:
   - microsvc maintainers (@microsvc)
 """

@@ -29,6 +29,9 @@ options:
     description: Where the services' systemd units are.
     type: path
     default: /etc/systemd/system
+notes:
+  - Why not a builtin - one read-only call reads every service's release, stats socket (as the service's user, size-
+    and time-limited) and processes.
 author:
   - microsvc maintainers (@microsvc)
 """

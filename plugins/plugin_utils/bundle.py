@@ -3,7 +3,7 @@
 """Ship many controller files to a host as one tar bundle, for one module call.
 
 A file per service (release tarballs, wheelhouses) would cost one transfer each; the action
-plugins that need them (``vassal_deploy``, ``migration_status``) pack them into one tar, copy it
+plugins that need them (``deploy_batch``, ``migration_status``) pack them into one tar, copy it
 into a private temporary directory of the host, pass its path as the module's ``bundle`` option,
 and remove both copies afterwards, also when the module fails.
 """

@@ -232,7 +232,7 @@ PROC_LISTS = ("workers", "schedules", "release_commands")
 # Account names a service may never take: the system's, the distributions' service
 # accounts, cloud images' login users, and groups with special powers. A name not in this
 # list that exists on a host as an account the collection did not create is refused on that
-# host before it changes (microsvc.deploy.host_check).
+# host before it changes (microsvc.deploy.host_preflight).
 RESERVED_ACCOUNTS = frozenset("""
 root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody nogroup
 _apt messagebus sshd polkitd avahi postfix ntp ntpsec chrony tss uuidd tcpdump dnsmasq usbmux rtkit

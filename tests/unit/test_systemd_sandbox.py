@@ -7,6 +7,7 @@ TasksMax=, CPUWeight=, MemorySwapMax=) are checked here, as rendered."""
 
 from __future__ import annotations
 
+import glob
 import importlib.machinery
 import importlib.util
 import os
@@ -20,6 +21,7 @@ from tests.unit.test_render_property import render
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EMPEROR = "roles/uwsgi_emperor/templates/"
 VASSAL = "roles/uwsgi_vassal/templates/"
+GATEWAY = "roles/nginx_gateway/templates/"
 
 
 def _yaml(path):
@@ -93,6 +95,54 @@ def test_the_emperor_keeps_its_sandbox_in_one_place(templar):
     assert "InaccessiblePaths" not in attach
     assert attach["CapabilityBoundingSet"] == [""] and attach["PrivateNetwork"] == ["true"]
     assert attach["ExecStart"] == ["/usr/local/sbin/microsvc-attach --serve uwsgi-emperor.service"]
+
+
+SANDBOXED = {  # every template of a unit that runs in the collection's sandbox, with its variables
+    EMPEROR + "uwsgi-emperor.service.j2": "emperor", EMPEROR + "microsvc-attach@.service.j2": "emperor",
+    EMPEROR + "microsvc-uwsgi-metrics.service.j2": "emperor", EMPEROR + "node-exporter-override.conf.j2": "emperor",
+    VASSAL + "worker.service.j2": "vassal", VASSAL + "schedule-run.service.j2": "vassal",
+    VASSAL + "schedule.service.j2": "vassal", GATEWAY + "nginx-override.conf.j2": "gateway",
+    GATEWAY + "nginx-exporter-override.conf.j2": "gateway", GATEWAY + "certbot-override.conf.j2": "gateway",
+}
+
+
+def gateway_vars():
+    return dict(ansible_managed="Ansible managed", __nginx_gateway_user="www-data",
+                __nginx_gateway_log_dir="/var/log/nginx", nginx_gateway_service_log_dir="/var/log/nginx/microsvc",
+                __nginx_gateway_state_dir="/var/lib/nginx", __nginx_gateway_pid_file="/run/nginx.pid",
+                __nginx_gateway_metrics_listen="127.0.0.1:9113", __nginx_gateway_exporter_service="x",
+                __nginx_gateway_exporter_binary="/usr/bin/x", nginx_gateway_stub_status_port=8098,
+                nginx_gateway_acme_ca_bundle="", __nginx_gateway_acme_webroot="/var/lib/microsvc-acme")
+
+
+@pytest.mark.parametrize("template", sorted(SANDBOXED))
+def test_every_unit_runs_in_the_one_sandbox_once(templar, template):
+    proc = {"name": "tick", "argv": ["x"], "count": 1, "start_seconds": 3, "stop_signal": "TERM", "grace": 10,
+            "timeout": 60, "keep_logs": 5}
+    variables = {"emperor": emperor_vars, "gateway": gateway_vars,
+                 "vassal": lambda: vassal_vars(proc=proc)}[SANDBOXED[template]]()
+    values = settings(render(templar, template, variables))
+    for line in units.SANDBOX:
+        key, _sep, value = line.partition("=")
+        assert values[key] == [value], (template, key, values.get(key))
+
+
+def test_the_sandbox_is_written_in_one_place():
+    """units.SANDBOX alone lists the shared settings: no template sets one of them itself, and the
+    virtualenv builds' transient units take them from there too."""
+    keys = [line.partition("=")[0] for line in units.SANDBOX]
+    found = []
+    for path in glob.glob(os.path.join(ROOT, "roles", "*", "templates", "*.j2")):
+        with open(path, encoding="utf-8") as handle:
+            found += ["%s: %s" % (os.path.relpath(path, ROOT), line) for line in handle
+                      if line.partition("=")[0] in keys]
+    assert not found, found
+    from ansible_collections.microsvc.deploy.plugins.module_utils import venvs
+
+    argv = venvs.systemd_run_argv(venvs.BUILD_UID_BASE + 7, ["true"], "/opt/www/.microsvc/venvs/k",
+                                  {}, "/opt/www", ["/opt/www/.microsvc/venvs/k"])
+    props = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--property"]
+    assert all(props.count(line) == 1 for line in units.SANDBOX), props
 
 
 def test_the_attach_socket_is_root_s_alone(templar):

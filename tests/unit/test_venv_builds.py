@@ -98,9 +98,9 @@ def test_the_build_step_runs_in_a_waited_for_transient_unit_as_the_build_uid_wit
 
 def test_nothing_of_the_build_survives_it_and_it_sees_only_its_own_directories():
     props = _properties(_argv())
-    for prop in ("KillMode=control-group", "KillSignal=SIGKILL", "RuntimeMaxSec=1800", "NoNewPrivileges=yes",
-                 "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SETPCAP", "ProtectSystem=strict", "ProtectHome=yes",
-                 "PrivateTmp=yes", "PrivateDevices=yes", "PrivateIPC=yes", "TemporaryFileSystem=/dev/shm:mode=1777",
+    for prop in ("KillMode=control-group", "KillSignal=SIGKILL", "RuntimeMaxSec=1800", "NoNewPrivileges=true",
+                 "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SETPCAP", "ProtectSystem=strict", "ProtectHome=true",
+                 "PrivateTmp=true", "PrivateDevices=true", "PrivateIPC=yes", "TemporaryFileSystem=/dev/shm:mode=1777",
                  "ProtectProc=invisible",
                  "TemporaryFileSystem=/opt/www:ro", "BindPaths=/opt/www/.microsvc/venvs/k1",
                  "BindPaths=/opt/www/.microsvc/venvs/.build-home-x1",

@@ -1,4 +1,4 @@
-"""The deploy batch (plugins/modules/vassal_deploy.py): what its threads do at once."""
+"""The deploy batch (plugins/modules/deploy_batch.py): what its threads do at once."""
 
 import io
 import os
@@ -6,7 +6,7 @@ import tarfile
 import threading
 import types
 
-from ansible_collections.microsvc.deploy.plugins.modules import vassal_deploy
+from ansible_collections.microsvc.deploy.plugins.modules import deploy_batch
 
 SERVICES = 48
 
@@ -43,9 +43,9 @@ def test_releases_are_read_from_the_bundle_by_many_threads_each_intact(tmp_path,
         with tarfile.open(fileobj=archive) as tar:
             seen[release] = tar.extractfile("app.py").read().split(b"\n", 1)[0].decode()
 
-    monkeypatch.setattr(vassal_deploy.releases, "unpack", unpack)
-    monkeypatch.setattr(vassal_deploy.fsutil, "gid_of", lambda _group: 0)
-    deploy = vassal_deploy.Deploy(module)
+    monkeypatch.setattr(deploy_batch.releases, "unpack", unpack)
+    monkeypatch.setattr(deploy_batch.fsutil, "gid_of", lambda _group: 0)
+    deploy = deploy_batch.Deploy(module)
     deploy.each("release", deploy.step_release, deploy.live(), parallel=True)
     failed = {name: state["msg"] for name, state in deploy.state.items() if not state["ok"]}
     assert failed == {}
@@ -71,11 +71,11 @@ def test_vassal_starts_and_reloads_run_four_per_cpu_at_once(tmp_path, monkeypatc
             running[0] -= 1
         return dict(action="chain-reload", master_pid=1)
 
-    monkeypatch.setattr(vassal_deploy.releases, "plan_switch",
+    monkeypatch.setattr(deploy_batch.releases, "plan_switch",
                         lambda root, release, keep=0: dict(previous="r0", current=release, changed=False))
-    monkeypatch.setattr(vassal_deploy.vassal, "apply", apply)
-    monkeypatch.setattr(vassal_deploy.venvs, "present", lambda *_args: True)
-    deploy = vassal_deploy.Deploy(module)
+    monkeypatch.setattr(deploy_batch.vassal, "apply", apply)
+    monkeypatch.setattr(deploy_batch.venvs, "present", lambda *_args: True)
+    deploy = deploy_batch.Deploy(module)
     for step in ("step_layout", "step_release", "step_env", "step_check"):
         setattr(deploy, step, lambda _svc: None)
     state = deploy.run()

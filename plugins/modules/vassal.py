@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: vassal_apply
+module: vassal
 short_description: Start or reload one uWSGI vassal and wait until its workers are ready
 description:
   - Chooses the gentlest way to make a vassal run what is on disk, and waits for it to finish.
@@ -79,13 +79,16 @@ options:
       - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). Outside
         check mode the call fails before any change when another run holds the service's lock.
     type: dict
+notes:
+  - Why not a builtin - writing the ini, touching the reload file and waiting on the stats socket are one decision;
+    C(template), C(file) and C(wait_for) cannot choose the reload or see the workers ready.
 author:
   - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
 - name: Stop a service's vassal and remove its sockets
-  microsvc.deploy.vassal_apply:
+  microsvc.deploy.vassal:
     name: billing
     state: absent
     ini_path: /etc/uwsgi/vassals/billing.ini

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: vassal_deploy
+module: deploy_batch
 short_description: Deploy many services of a host in one call, each isolated from the others
 description:
   - For each service given, in steps that each run for all services before the next begins, the
@@ -26,7 +26,7 @@ description:
     C(results) with the step and the reason; the others go on. The module itself fails only when
     its input is wrong.
   - The health check through the gateway (module C(microsvc.deploy.health_check)) and the
-    settling or rolling back that follows (C(microsvc.deploy.vassal_settle)) are the next calls.
+    settling or rolling back that follows (C(microsvc.deploy.deploy_outcome)) are the next calls.
   - The action plugin of the same name copies the release tarballs and wheelhouses the host lacks,
     as one bundle, and sets I(bundle).
 version_added: 0.2.0
@@ -88,6 +88,9 @@ options:
         The call fails before any change when another run holds the lock of one of the services, marks the
         locks in use while it works and renews their lease.
     type: dict
+notes:
+  - Why not a builtin - one call for every service of a host, with the slow steps concurrent and each service rolled
+    back alone (a loop of builtins costs one call per service and step).
 author:
   - microsvc maintainers (@microsvc)
 """
@@ -95,7 +98,7 @@ author:
 EXAMPLES = r"""
 # Written by the role microsvc.deploy.uwsgi_vassal (tasks/deploy.yml) from the probe's work list.
 - name: Deploy the services that need it
-  microsvc.deploy.vassal_deploy:
+  microsvc.deploy.deploy_batch:
     services: "{{ work }}"
     env: "{{ env_files }}"
     root: /opt/www
@@ -419,7 +422,7 @@ class Deploy:
                          if not venvs.present(os.path.join(s["root"], "venvs", s["venv"]), s["python_version"])])
         self.each("environment", self.step_env, self.live(), parallel=False)
         # A service whose workers' or schedules' units alone differ keeps its release: nothing
-        # to import or to run before a switch (vassal_settle makes the units what they should be).
+        # to import or to run before a switch (deploy_outcome makes the units what they should be).
         self.each("check", self.step_check, [s for s in self.live() if not s.get("units_only")], parallel=True)
         self.each("release commands", self.step_release_commands,
                   [s for s in self.live() if s.get("release_commands")], parallel=True)

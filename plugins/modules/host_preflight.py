@@ -7,7 +7,7 @@ facts every role needs (so no role has to ask the host again)."""
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: host_check
+module: host_preflight
 short_description: Check a host before it changes and gather, in one call, what the roles need to know
 description:
   - Fails, listing every service at once and naming the field C(name), when a user or a group named like a
@@ -33,13 +33,16 @@ options:
     description: Directory of the account registry.
     type: path
     default: /var/lib/microsvc/accounts
+notes:
+  - Why not a builtin - one read-only call replaces C(setup), C(package_facts) and C(service_facts), and only this
+    refuses an account the collection did not create.
 author:
   - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
 - name: Check the host and gather its facts
-  microsvc.deploy.host_check:
+  microsvc.deploy.host_preflight:
     accounts: "{{ microsvc_plan.accounts }}"
     units: [nginx, uwsgi-emperor]
 """

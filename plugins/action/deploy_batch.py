@@ -15,7 +15,7 @@ Task arguments:
 
 The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
 of the virtualenvs it must build (wheelhouse mode), copies it once, and runs the module
-microsvc.deploy.vassal_deploy.
+microsvc.deploy.deploy_batch.
 """
 
 from __future__ import annotations
@@ -133,5 +133,5 @@ class ActionModule(ActionBase):
                            pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0),
                            migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None)
         module_args = {k: v for k, v in module_args.items() if v is not None}
-        result.update(execute_with_bundle(self, files, "microsvc.deploy.vassal_deploy", module_args, task_vars))
+        result.update(execute_with_bundle(self, files, "microsvc.deploy.deploy_batch", module_args, task_vars))
         return result

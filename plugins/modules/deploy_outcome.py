@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: vassal_settle
+module: deploy_outcome
 short_description: Settle or roll back many services of a host in one call
 description:
   - For each service, by its C(outcome)
@@ -46,13 +46,16 @@ options:
       - The deploy lock this run holds (C(run), C(dir), C(lease)), from C(microsvc.deploy.deploy_lock). The call
         fails before any change when another run holds the lock of one of the services, and renews the lease.
     type: dict
+notes:
+  - Why not a builtin - one call settles or rolls back every service of a host concurrently, each alone, under the
+    deploy lock.
 author:
   - microsvc maintainers (@microsvc)
 """
 
 EXAMPLES = r"""
 - name: Roll one service back to the release that served before
-  microsvc.deploy.vassal_settle:
+  microsvc.deploy.deploy_outcome:
     services:
       - {name: billing, root: /opt/www/billing, group: billing, env_file: /opt/www/billing/env,
          ini_path: /etc/uwsgi/vassals/billing.ini, stats_socket: /opt/www/billing/run/stats.sock,
