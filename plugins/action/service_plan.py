@@ -11,14 +11,18 @@ import yaml
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.parsing.vault import VaultHelper, is_encrypted_file
 from ansible.plugins.action import ActionBase
-from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings, placement
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
     Planner,
     load_service_spec,
     plain,
 )
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import SETTINGS, check_settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import (
+    SETTINGS,
+    check_settings,
+    removed_settings,
+)
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import prepare_source
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.trusted_store import TemplateIndex
 
@@ -80,7 +84,12 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("services", "defaults", "selected", "root", "route_prefix", "check_sources", "base_dir",
                              "require_vault", "secret_names", "source_roots", "allowed_pythons", "cache_dir",
-                             "prepare_sources"))
+                             "prepare_sources", "gateway_hosts", "app_hosts"))
+
+    # The inventory variables a host's own plan is made of: hosts whose raw values equal the
+    # planning host's share its plan; others get theirs (a service on a subset of hosts).
+    HOST_INPUTS = (("service_plan_services", "microsvc_services"),
+                   ("service_plan_defaults", "microsvc_service_defaults"))
 
     @staticmethod
     def _role_default(value):
@@ -119,7 +128,7 @@ class ActionModule(ActionBase):
         merged.update({k: v for k, v in values.items() if k.startswith(("nginx_gateway_", "microsvc_metrics_"))})
         for secret in ("nginx_gateway_tls_certificate", "nginx_gateway_tls_key"):
             merged[secret] = bool(merged.get(secret))
-        return gateway_settings.across(merged)
+        return merged
 
     # The collection's listeners on its hosts: a service's port may not take one of them.
     PORT_SETTINGS = (
@@ -162,10 +171,11 @@ class ActionModule(ActionBase):
             if args.get(key) not in (None, ""):
                 argument_settings[name] = args[key]
         values = self._settings(task_vars)
-        errors = check_settings(values)
+        errors = check_settings(values) + removed_settings(task_vars or {})
         errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
+        gateway = self._gateway_across(task_vars, values) if not errors else {}
         if not errors:
-            errors += self._gateway_across(task_vars, values)
+            errors += gateway_settings.across(gateway)
         bad = {e.split("'")[1] for e in errors}
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
         prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]
@@ -194,15 +204,80 @@ class ActionModule(ActionBase):
                 check_sources=args.get("check_sources", True),
                 errors=errors,
             )
+            plans, of_host = self._host_plans(planner, plan, args, task_vars or {})
         except PlanError as exc:
             raise AnsibleActionFail(
                 "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(exc.errors)
             ) from None
+        hosts = self._play_hosts(task_vars or {})
+        placed = placement.place({h: plans[of_host[h]] for h in hosts}, list(args.get("gateway_hosts") or hosts),
+                                 list(args.get("app_hosts") or hosts), hosts, self._gateway_ports(gateway))
+        for host in hosts:
+            placed[host]["plan"] = of_host[host]
         result["changed"] = False
-        result["ansible_facts"] = {"microsvc_plan": plan}
+        # Computed once for the run (the task runs once): every host of the play gets this fact,
+        # and takes its own plan and placement from it (roles/service_plan/tasks/main.yml).
+        result["ansible_facts"] = {"microsvc_run": {"plans": plans, "hosts": placed}}
         # The plan holds every service's environment, secrets included (from vault or AWS): a
         # verbose run must not print it. Refusals (above) name fields, never values.
-        if any(svc.get("env") for svc in plan["services"]):
+        if any(svc.get("env") for one in plans for svc in one["services"]):
             result["_ansible_no_log"] = True
-        result["msg"] = "%d services (%d selected)" % (len(plan["names"]), len(plan["selected"]))
+        result["msg"] = "%d services (%d selected), %d hosts" % (len(plan["names"]), len(plan["selected"]),
+                                                                len(hosts))
         return result
+
+    @staticmethod
+    def _play_hosts(task_vars):
+        hosts = task_vars.get("ansible_play_hosts")
+        if hosts is None:
+            hosts = [task_vars.get("inventory_hostname", "localhost")]
+        return list(hosts)
+
+    @staticmethod
+    def _gateway_ports(gateway):
+        """The gateway's listeners, for the health-check URLs (defaults where unknown)."""
+        defaults = {"listen": 80, "tls_enabled": False, "tls_redirect": True, "tls_port": 443, "check_port": 8099}
+        out = {}
+        for key, default in defaults.items():
+            value = gateway.get("nginx_gateway_" + key, default)
+            if isinstance(default, bool):
+                out[key] = value if isinstance(value, bool) else str(value).lower() in ("true", "yes", "1")
+            else:
+                out[key] = int(value) if str(value).isdigit() else default
+        return out
+
+    def _raw_inputs(self, raw):
+        return [raw[own] if own in raw else raw.get(shared) for own, shared in self.HOST_INPUTS]
+
+    def _host_plans(self, planner, plan, args, task_vars):
+        """The plans of the play's hosts: the planning host's, and one more for each other list of
+        services a host's inventory gives. Returns (plans, host -> index in plans)."""
+        this = task_vars.get("inventory_hostname")
+        hosts = self._play_hosts(task_vars)
+        hostvars = task_vars.get("hostvars")
+        plans, inputs, of_host = [plan], [None], {this: 0}
+        if hostvars is None or len(hosts) < 2:
+            return plans, {h: 0 for h in hosts}
+        inputs[0] = self._raw_inputs(hostvars.raw_get(this))
+        errors = []
+        for host in hosts:
+            if host == this:
+                continue
+            own_raw = hostvars.raw_get(host)
+            raw = self._raw_inputs(own_raw)
+            if raw in inputs:
+                of_host[host] = inputs.index(raw)
+                continue
+            own = hostvars[host]  # templated in that host's context
+            values = [own[name] if name in own_raw else own.get(shared) for name, shared in self.HOST_INPUTS]
+            try:
+                plans.append(planner.plan(plain(values[0]), defaults=plain(values[1]), selected=args.get("selected"),
+                                          check_sources=args.get("check_sources", True)))
+            except PlanError as exc:
+                errors.extend("host %s: %s" % (host, e) for e in exc.errors)
+                continue
+            inputs.append(raw)
+            of_host[host] = len(plans) - 1
+        if errors:
+            raise PlanError(errors)
+        return plans, of_host

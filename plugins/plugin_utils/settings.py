@@ -131,9 +131,9 @@ SETTINGS = {
     "service_plan_allowed_pythons": ListOf(AbsPath(200, min_depth=2), 20),
     "service_plan_cache_dir": AbsPath(4096, min_depth=1),
     "service_plan_prepare_sources": Bool(),
+    "service_plan_gateway_hosts": HOST_PATTERN,
+    "service_plan_app_hosts": HOST_PATTERN,
     # --- role nginx_gateway ----------------------------------------------------------------
-    "nginx_gateway_app_hosts": HOST_PATTERN,
-    "nginx_gateway_hosts": HOST_PATTERN,
     "nginx_gateway_max_fails": Int(1, 100),
     "nginx_gateway_fail_timeout": Int(1, 3600),
     "nginx_gateway_connect_timeout": Int(1, 300),
@@ -206,9 +206,7 @@ SETTINGS = {
     "uwsgi_vassal_log_requests": Bool(),
     "uwsgi_vassal_log_retention_days": Int(1, 3650),
     "uwsgi_vassal_reload_timeout": Int(5, 3600),
-    "uwsgi_vassal_gateway_hosts": HOST_PATTERN,
     "uwsgi_vassal_bind_address": IpAddress(),
-    "uwsgi_vassal_gateway_check_port": Int(1024, 65535),
     "uwsgi_vassal_gateway_host": INVENTORY_HOST,
     "uwsgi_vassal_gateway_url": Url(("http", "https"), max_len=200),
     "uwsgi_vassal_gateway_validate_certs": Bool(),
@@ -235,6 +233,24 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.gateway_settings i
 
 SETTINGS.update(_GATEWAY_CHECKS)
 # --- end of the gateway features' block ----------------------------------------------------
+
+
+# Role variables that the plan replaced: setting one fails the validation with the way to go.
+REMOVED = {
+    "nginx_gateway_hosts": "removed: the plan places the routes from microsvc_gateway_hosts "
+                           "(service_plan_gateway_hosts); set that instead",
+    "nginx_gateway_app_hosts": "removed: the plan places the routes from microsvc_app_hosts "
+                               "(service_plan_app_hosts); set that instead",
+    "uwsgi_vassal_gateway_hosts": "removed: the plan places the services from microsvc_gateway_hosts "
+                                  "(service_plan_gateway_hosts); set that instead",
+    "uwsgi_vassal_gateway_check_port": "removed: health checks use the gateway's own check server port, "
+                                       "nginx_gateway_check_port; set that instead",
+}
+
+
+def removed_settings(names):
+    """Messages for the removed settings among ``names``."""
+    return ["setting '%s': %s" % (name, REMOVED[name]) for name in sorted(set(names) & set(REMOVED))]
 
 
 def check_settings(values):
