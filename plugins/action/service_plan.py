@@ -20,8 +20,10 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan impor
 )
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import (
     SETTINGS,
+    SHARED,
     check_settings,
     removed_settings,
+    shared_settings,
 )
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import prepare_source
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.trusted_store import TemplateIndex
@@ -114,17 +116,12 @@ class ActionModule(ActionBase):
                 continue  # depends on something only a host can tell (a fact); checked where used
         return values
 
-    def _gateway_across(self, task_vars, values):
-        """The gateway's rules between settings, with its role's defaults for what is not set."""
-        path = os.path.join(ROLES_DIR, "nginx_gateway", "defaults", "main.yml")
-        with open(path, encoding="utf-8") as handle:
-            defaults = yaml.safe_load(handle) or {}
-        merged = {}
-        for name, default in defaults.items():
-            try:
-                merged[name] = plain(self._templar.template(task_vars.get(name, default)))
-            except AnsibleError:
-                continue
+    @staticmethod
+    def _gateway_across(task_vars, values, shared):
+        """The settings the gateway's rules between settings read: what the inventory sets, the
+        shared settings' defaults, the collection-wide metrics switch."""
+        merged = {name: shared[key] for key, (name, _default) in SHARED.items() if name.startswith("nginx_gateway_")}
+        merged["nginx_gateway_metrics_enabled"] = values.get("microsvc_metrics_enabled", False)
         merged.update({k: v for k, v in values.items() if k.startswith(("nginx_gateway_", "microsvc_metrics_"))})
         for secret in ("nginx_gateway_tls_certificate", "nginx_gateway_tls_key"):
             merged[secret] = bool(merged.get(secret))
@@ -132,31 +129,18 @@ class ActionModule(ActionBase):
 
     # The collection's listeners on its hosts: a service's port may not take one of them.
     PORT_SETTINGS = (
-        ("nginx_gateway", "nginx_gateway_listen", "the gateway's HTTP listener (nginx_gateway_listen)"),
-        ("nginx_gateway", "nginx_gateway_tls_port", "the gateway's HTTPS listener (nginx_gateway_tls_port)"),
-        ("nginx_gateway", "nginx_gateway_check_port", "the gateway's check server (nginx_gateway_check_port)"),
-        ("nginx_gateway", "nginx_gateway_stub_status_port",
-         "nginx's stub_status (nginx_gateway_stub_status_port)"),
-        ("nginx_gateway", "nginx_gateway_metrics_port", "the nginx exporter (nginx_gateway_metrics_port)"),
-        ("uwsgi_emperor", "uwsgi_emperor_metrics_port", "the node exporter (uwsgi_emperor_metrics_port)"),
+        ("listen", "the gateway's HTTP listener (nginx_gateway_listen)"),
+        ("tls_port", "the gateway's HTTPS listener (nginx_gateway_tls_port)"),
+        ("check_port", "the gateway's check server (nginx_gateway_check_port)"),
+        ("stub_status_port", "nginx's stub_status (nginx_gateway_stub_status_port)"),
+        ("metrics_port", "the nginx exporter (nginx_gateway_metrics_port)"),
+        ("emperor_metrics_port", "the node exporter (uwsgi_emperor_metrics_port)"),
     )
 
-    def _reserved_ports(self, task_vars):
-        """port -> what listens there, for the ports this run configures (role defaults otherwise)."""
-        defaults, ports = {}, {}
-        for role, name, what in self.PORT_SETTINGS:
-            if role not in defaults:
-                with open(os.path.join(ROLES_DIR, role, "defaults", "main.yml"), encoding="utf-8") as handle:
-                    defaults[role] = yaml.safe_load(handle) or {}
-            try:
-                value = plain(self._templar.template(task_vars.get(name, defaults[role].get(name))))
-            except AnsibleError:
-                continue
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                ports[value] = what
-        return ports
+    @classmethod
+    def _reserved_ports(cls, shared):
+        """port -> what listens there, for the ports this run configures."""
+        return {shared[key]: what for key, what in cls.PORT_SETTINGS if isinstance(shared[key], int)}
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -173,11 +157,12 @@ class ActionModule(ActionBase):
         values = self._settings(task_vars)
         errors = check_settings(values) + removed_settings(task_vars or {})
         errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
-        gateway = self._gateway_across(task_vars, values) if not errors else {}
-        if not errors:
-            errors += gateway_settings.across(gateway)
         bad = {e.split("'")[1] for e in errors}
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
+        shared = shared_settings({k: v for k, v in values.items() if k not in bad}, root)
+        if not errors:
+            errors += gateway_settings.across(self._gateway_across(task_vars, values, shared))
+            bad = {e.split("'")[1] for e in errors}
         prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]
         roots = args.get("source_roots")
         if "microsvc_source_roots" in bad or not roots:
@@ -194,7 +179,7 @@ class ActionModule(ActionBase):
             source_roots=roots,
             allowed_pythons=[] if "microsvc_allowed_pythons" in bad else (args.get("allowed_pythons") or []),
             prepare_source=(lambda svc: prepare_source(svc, cache_dir)) if prepare else None,
-            reserved_ports=self._reserved_ports(task_vars or {}),
+            reserved_ports=self._reserved_ports(shared),
         )
         try:
             plan = planner.plan(
@@ -210,13 +195,15 @@ class ActionModule(ActionBase):
                 "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(exc.errors)
             ) from None
         hosts = self._play_hosts(task_vars or {})
+        for one in plans:
+            one["settings"] = shared
         placed = placement.place({h: plans[of_host[h]] for h in hosts}, list(args.get("gateway_hosts") or hosts),
-                                 list(args.get("app_hosts") or hosts), hosts, self._gateway_ports(gateway))
+                                 list(args.get("app_hosts") or hosts), hosts, shared)
         for host in hosts:
             placed[host]["plan"] = of_host[host]
         result["changed"] = False
         # Computed once for the run (the task runs once): every host of the play gets this fact,
-        # and takes its own plan and placement from it (roles/service_plan/tasks/main.yml).
+        # and takes its own plan and placement from it (the service_plan role's next task).
         result["ansible_facts"] = {"microsvc_run": {"plans": plans, "hosts": placed}}
         # The plan holds every service's environment, secrets included (from vault or AWS): a
         # verbose run must not print it. Refusals (above) name fields, never values.
@@ -232,19 +219,6 @@ class ActionModule(ActionBase):
         if hosts is None:
             hosts = [task_vars.get("inventory_hostname", "localhost")]
         return list(hosts)
-
-    @staticmethod
-    def _gateway_ports(gateway):
-        """The gateway's listeners, for the health-check URLs (defaults where unknown)."""
-        defaults = {"listen": 80, "tls_enabled": False, "tls_redirect": True, "tls_port": 443, "check_port": 8099}
-        out = {}
-        for key, default in defaults.items():
-            value = gateway.get("nginx_gateway_" + key, default)
-            if isinstance(default, bool):
-                out[key] = value if isinstance(value, bool) else str(value).lower() in ("true", "yes", "1")
-            else:
-                out[key] = int(value) if str(value).isdigit() else default
-        return out
 
     def _raw_inputs(self, raw):
         return [raw[own] if own in raw else raw.get(shared) for own, shared in self.HOST_INPUTS]
