@@ -117,7 +117,7 @@ class ActionModule(ActionBase):
         return values
 
     @staticmethod
-    def _gateway_across(task_vars, values, shared):
+    def _gateway_across(values, shared):
         """The settings the gateway's rules between settings read: what the inventory sets, the
         shared settings' defaults, the collection-wide metrics switch."""
         merged = {name: shared[key] for key, (name, _default) in SHARED.items() if name.startswith("nginx_gateway_")}
@@ -161,7 +161,7 @@ class ActionModule(ActionBase):
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
         shared = shared_settings({k: v for k, v in values.items() if k not in bad}, root)
         if not errors:
-            errors += gateway_settings.across(self._gateway_across(task_vars, values, shared))
+            errors += gateway_settings.across(self._gateway_across(values, shared))
             bad = {e.split("'")[1] for e in errors}
         prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]
         roots = args.get("source_roots")
@@ -197,14 +197,17 @@ class ActionModule(ActionBase):
         hosts = self._play_hosts(task_vars or {})
         for one in plans:
             one["settings"] = shared
+        plan = plans[0]
         placed = placement.place({h: plans[of_host[h]] for h in hosts}, list(args.get("gateway_hosts") or hosts),
                                  list(args.get("app_hosts") or hosts), hosts, shared)
         for host in hosts:
             placed[host]["plan"] = of_host[host]
         result["changed"] = False
-        # Computed once for the run (the task runs once): every host of the play gets this fact,
-        # and takes its own plan and placement from it (the service_plan role's next task).
-        result["ansible_facts"] = {"microsvc_run": {"plans": plans, "hosts": placed}}
+        # Computed once for the run (the task runs once): every host of the play gets these facts
+        # as they are, with no per-host templating (which costs about as much as the validation):
+        # the planning host's plan, the placement of every host, and the other plans, which the
+        # hosts whose inventory lists other services take (the service_plan role's next task).
+        result["ansible_facts"] = {"microsvc_plan": plan, "microsvc_placement": placed, "microsvc_plans": plans}
         # The plan holds every service's environment, secrets included (from vault or AWS): a
         # verbose run must not print it. Refusals (above) name fields, never values.
         if any(svc.get("env") for one in plans for svc in one["services"]):
