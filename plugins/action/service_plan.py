@@ -212,8 +212,8 @@ class ActionModule(ActionBase):
         # verbose run must not print it. Refusals (above) name fields, never values.
         if any(svc.get("env") for one in plans for svc in one["services"]):
             result["_ansible_no_log"] = True
-        result["msg"] = "%d services (%d selected), %d hosts" % (len(plan["names"]), len(plan["selected"]),
-                                                                len(hosts))
+        result["msg"] = "%d services (%d selected), %d hosts" % (
+            len(plan["names"]), len(plan["selected"]), len(hosts))
         return result
 
     @staticmethod
