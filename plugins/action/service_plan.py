@@ -11,14 +11,20 @@ import yaml
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.parsing.vault import VaultHelper, is_encrypted_file
 from ansible.plugins.action import ActionBase
-from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings, placement
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
     Planner,
     load_service_spec,
     plain,
 )
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import SETTINGS, check_settings
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import (
+    SETTINGS,
+    SHARED,
+    check_settings,
+    removed_settings,
+    shared_settings,
+)
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import prepare_source
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.trusted_store import TemplateIndex
 
@@ -80,7 +86,12 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("services", "defaults", "selected", "root", "route_prefix", "check_sources", "base_dir",
                              "require_vault", "secret_names", "source_roots", "allowed_pythons", "cache_dir",
-                             "prepare_sources"))
+                             "prepare_sources", "gateway_hosts", "app_hosts"))
+
+    # The inventory variables a host's own plan is made of: hosts whose raw values equal the
+    # planning host's share its plan; others get theirs (a service on a subset of hosts).
+    HOST_INPUTS = (("service_plan_services", "microsvc_services"),
+                   ("service_plan_defaults", "microsvc_service_defaults"))
 
     @staticmethod
     def _role_default(value):
@@ -105,49 +116,31 @@ class ActionModule(ActionBase):
                 continue  # depends on something only a host can tell (a fact); checked where used
         return values
 
-    def _gateway_across(self, task_vars, values):
-        """The gateway's rules between settings, with its role's defaults for what is not set."""
-        path = os.path.join(ROLES_DIR, "nginx_gateway", "defaults", "main.yml")
-        with open(path, encoding="utf-8") as handle:
-            defaults = yaml.safe_load(handle) or {}
-        merged = {}
-        for name, default in defaults.items():
-            try:
-                merged[name] = plain(self._templar.template(task_vars.get(name, default)))
-            except AnsibleError:
-                continue
+    @staticmethod
+    def _gateway_across(values, shared):
+        """The settings the gateway's rules between settings read: what the inventory sets, the
+        shared settings' defaults, the collection-wide metrics switch."""
+        merged = {name: shared[key] for key, (name, _default) in SHARED.items() if name.startswith("nginx_gateway_")}
+        merged["nginx_gateway_metrics_enabled"] = values.get("microsvc_metrics_enabled", False)
         merged.update({k: v for k, v in values.items() if k.startswith(("nginx_gateway_", "microsvc_metrics_"))})
         for secret in ("nginx_gateway_tls_certificate", "nginx_gateway_tls_key"):
             merged[secret] = bool(merged.get(secret))
-        return gateway_settings.across(merged)
+        return merged
 
     # The collection's listeners on its hosts: a service's port may not take one of them.
     PORT_SETTINGS = (
-        ("nginx_gateway", "nginx_gateway_listen", "the gateway's HTTP listener (nginx_gateway_listen)"),
-        ("nginx_gateway", "nginx_gateway_tls_port", "the gateway's HTTPS listener (nginx_gateway_tls_port)"),
-        ("nginx_gateway", "nginx_gateway_check_port", "the gateway's check server (nginx_gateway_check_port)"),
-        ("nginx_gateway", "nginx_gateway_stub_status_port",
-         "nginx's stub_status (nginx_gateway_stub_status_port)"),
-        ("nginx_gateway", "nginx_gateway_metrics_port", "the nginx exporter (nginx_gateway_metrics_port)"),
-        ("uwsgi_emperor", "uwsgi_emperor_metrics_port", "the node exporter (uwsgi_emperor_metrics_port)"),
+        ("listen", "the gateway's HTTP listener (nginx_gateway_listen)"),
+        ("tls_port", "the gateway's HTTPS listener (nginx_gateway_tls_port)"),
+        ("check_port", "the gateway's check server (nginx_gateway_check_port)"),
+        ("stub_status_port", "nginx's stub_status (nginx_gateway_stub_status_port)"),
+        ("metrics_port", "the nginx exporter (nginx_gateway_metrics_port)"),
+        ("emperor_metrics_port", "the node exporter (uwsgi_emperor_metrics_port)"),
     )
 
-    def _reserved_ports(self, task_vars):
-        """port -> what listens there, for the ports this run configures (role defaults otherwise)."""
-        defaults, ports = {}, {}
-        for role, name, what in self.PORT_SETTINGS:
-            if role not in defaults:
-                with open(os.path.join(ROLES_DIR, role, "defaults", "main.yml"), encoding="utf-8") as handle:
-                    defaults[role] = yaml.safe_load(handle) or {}
-            try:
-                value = plain(self._templar.template(task_vars.get(name, defaults[role].get(name))))
-            except AnsibleError:
-                continue
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                ports[value] = what
-        return ports
+    @classmethod
+    def _reserved_ports(cls, shared):
+        """port -> what listens there, for the ports this run configures."""
+        return {shared[key]: what for key, what in cls.PORT_SETTINGS if isinstance(shared[key], int)}
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -162,12 +155,14 @@ class ActionModule(ActionBase):
             if args.get(key) not in (None, ""):
                 argument_settings[name] = args[key]
         values = self._settings(task_vars)
-        errors = check_settings(values)
+        errors = check_settings(values) + removed_settings(task_vars or {})
         errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
-        if not errors:
-            errors += self._gateway_across(task_vars, values)
         bad = {e.split("'")[1] for e in errors}
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
+        shared = shared_settings({k: v for k, v in values.items() if k not in bad}, root)
+        if not errors:
+            errors += gateway_settings.across(self._gateway_across(values, shared))
+            bad = {e.split("'")[1] for e in errors}
         prefix = DEFAULT_PREFIX if "microsvc_route_prefix" in bad else argument_settings["microsvc_route_prefix"]
         roots = args.get("source_roots")
         if "microsvc_source_roots" in bad or not roots:
@@ -184,7 +179,7 @@ class ActionModule(ActionBase):
             source_roots=roots,
             allowed_pythons=[] if "microsvc_allowed_pythons" in bad else (args.get("allowed_pythons") or []),
             prepare_source=(lambda svc: prepare_source(svc, cache_dir)) if prepare else None,
-            reserved_ports=self._reserved_ports(task_vars or {}),
+            reserved_ports=self._reserved_ports(shared),
         )
         try:
             plan = planner.plan(
@@ -194,15 +189,72 @@ class ActionModule(ActionBase):
                 check_sources=args.get("check_sources", True),
                 errors=errors,
             )
+            plans, of_host = self._host_plans(planner, plan, args, task_vars or {})
         except PlanError as exc:
             raise AnsibleActionFail(
                 "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(exc.errors)
             ) from None
+        hosts = self._play_hosts(task_vars or {})
+        for one in plans:
+            one["settings"] = shared
+        plan = plans[0]
+        placed = placement.place({h: plans[of_host[h]] for h in hosts}, list(args.get("gateway_hosts") or hosts),
+                                 list(args.get("app_hosts") or hosts), hosts, shared)
+        for host in hosts:
+            placed[host]["plan"] = of_host[host]
         result["changed"] = False
-        result["ansible_facts"] = {"microsvc_plan": plan}
+        # Computed once for the run (the task runs once): every host of the play gets these facts
+        # as they are, with no per-host templating (which costs about as much as the validation):
+        # the planning host's plan, the placement of every host, and the other plans, which the
+        # hosts whose inventory lists other services take (the service_plan role's next task).
+        result["ansible_facts"] = {"microsvc_plan": plan, "microsvc_placement": placed, "microsvc_plans": plans}
         # The plan holds every service's environment, secrets included (from vault or AWS): a
         # verbose run must not print it. Refusals (above) name fields, never values.
-        if any(svc.get("env") for svc in plan["services"]):
+        if any(svc.get("env") for one in plans for svc in one["services"]):
             result["_ansible_no_log"] = True
-        result["msg"] = "%d services (%d selected)" % (len(plan["names"]), len(plan["selected"]))
+        result["msg"] = "%d services (%d selected), %d hosts" % (
+            len(plan["names"]), len(plan["selected"]), len(hosts))
         return result
+
+    @staticmethod
+    def _play_hosts(task_vars):
+        hosts = task_vars.get("ansible_play_hosts")
+        if hosts is None:
+            hosts = [task_vars.get("inventory_hostname", "localhost")]
+        return list(hosts)
+
+    def _raw_inputs(self, raw):
+        return [raw[own] if own in raw else raw.get(shared) for own, shared in self.HOST_INPUTS]
+
+    def _host_plans(self, planner, plan, args, task_vars):
+        """The plans of the play's hosts: the planning host's, and one more for each other list of
+        services a host's inventory gives. Returns (plans, host -> index in plans)."""
+        this = task_vars.get("inventory_hostname")
+        hosts = self._play_hosts(task_vars)
+        hostvars = task_vars.get("hostvars")
+        plans, inputs, of_host = [plan], [None], {this: 0}
+        if hostvars is None or len(hosts) < 2:
+            return plans, {h: 0 for h in hosts}
+        inputs[0] = self._raw_inputs(hostvars.raw_get(this))
+        errors = []
+        for host in hosts:
+            if host == this:
+                continue
+            own_raw = hostvars.raw_get(host)
+            raw = self._raw_inputs(own_raw)
+            if raw in inputs:
+                of_host[host] = inputs.index(raw)
+                continue
+            own = hostvars[host]  # templated in that host's context
+            values = [own[name] if name in own_raw else own.get(shared) for name, shared in self.HOST_INPUTS]
+            try:
+                plans.append(planner.plan(plain(values[0]), defaults=plain(values[1]), selected=args.get("selected"),
+                                          check_sources=args.get("check_sources", True)))
+            except PlanError as exc:
+                errors.extend("host %s: %s" % (host, e) for e in exc.errors)
+                continue
+            inputs.append(raw)
+            of_host[host] = len(plans) - 1
+        if errors:
+            raise PlanError(errors)
+        return plans, of_host

@@ -1,6 +1,7 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
-"""Which app hosts serve a service, and at which address: the layout as tested code.
+"""At which address app hosts serve a service: the layout as tested code (where each service
+runs is the plan's placement, plugin_utils/placement.py).
 
 Used by the gateway (upstreams, check server), the firewall (who may reach the service
 ports) and the vassals (what to bind). One definition of a host's private address:
@@ -38,28 +39,18 @@ def host_port(address, port):
     return "[%s]:%d" % (address, int(port)) if ":" in address else "%s:%d" % (address, int(port))
 
 
-def gateway_services(plan, hostvars, app_hosts, gateway_hosts, this_host):
-    """The present services of ``plan`` that this gateway routes, each with ``members``: the app
-    hosts (in the given order) whose own plan has the service present and that this gateway can
-    reach — itself over its unix socket, app hosts that are not gateways over TCP. Another
-    gateway's vassals listen on unix sockets and are not reachable from here. A host where the
-    service's first release failed in this run (its ``uwsgi_vassal_never_live``) is no member: a
-    service without members gets no route."""
+def routed(services, routes, never_live=None):
+    """The services of ``routes`` (the plan's placement: name and members, in route order), each a
+    copy of its entry in ``services`` with ``members``, less the hosts where its first release
+    failed in this run (``never_live``: host -> service names). A service without members is
+    left out: it gets no route."""
+    by_name = {svc["name"]: svc for svc in services}
+    failed = never_live or {}
     out = []
-    for svc in plan.get("services", []):
-        if svc.get("state") != "present":
-            continue
-        members = []
-        for host in app_hosts:
-            if host != this_host and host in gateway_hosts:
-                continue
-            host_vars = hostvars.get(host) or {}
-            host_plan = plan if host == this_host else host_vars.get("microsvc_plan") or plan
-            if svc["name"] in host_plan.get("present", []) and svc["name"] not in (
-                    host_vars.get("uwsgi_vassal_never_live") or []):
-                members.append(host)
-        if members:
-            out.append(dict(svc, members=members))
+    for route in routes:
+        members = [host for host in route["members"] if route["name"] not in (failed.get(host) or [])]
+        if members and route["name"] in by_name:
+            out.append(dict(by_name[route["name"]], members=members))
     return out
 
 
@@ -68,29 +59,11 @@ def gateway_addresses(hostvars, gateway_hosts):
     return [private_address(hostvars.get(h) or {}, h) for h in gateway_hosts]
 
 
-def migration_hosts(hostvars, play_hosts, names, override=""):
-    """name -> the host that runs the service's Django migrations: ``override`` when set, else the
-    first host of the play (inventory order, so in the first batch of a rolling deploy) whose plan
-    has the service present. Once per rollout."""
-    out = {}
-    for name in names or []:
-        if override:
-            out[name] = override
-            continue
-        for host in play_hosts:
-            plan = (hostvars.get(host) or {}).get("microsvc_plan") or {}
-            if name in plan.get("present", []):
-                out[name] = host
-                break
-    return out
-
-
 class FilterModule:
     def filters(self):
         return {
             "private_address": private_address,
             "host_port": host_port,
-            "gateway_services": gateway_services,
+            "routed": routed,
             "gateway_addresses": gateway_addresses,
-            "migration_hosts": migration_hosts,
         }

@@ -10,7 +10,8 @@ description:
     C(microsvc.deploy.service_plan) (unknown keys, types, choices, defaults), then checks safe names,
     duplicate names, routes and sockets, route syntax and nesting, and that each selected source exists.
   - Fails before any host is touched, with one line per error naming the service and the field.
-  - Sets the fact C(microsvc_plan) (normalized services with computed paths, present/absent/selected names).
+  - Sets the fact C(microsvc_plan) (normalized services with computed paths, present/absent/selected names)
+    and C(microsvc_placement), once for every host of the play when run with C(run_once).
   - Runs on the controller only.
 version_added: 0.1.0
 options:
@@ -57,6 +58,14 @@ options:
     type: list
     elements: str
     default: []
+  gateway_hosts:
+    description: The inventory's gateway hosts, in inventory order; empty means every host of the play.
+    type: list
+    elements: str
+  app_hosts:
+    description: The inventory's app hosts, in inventory order; empty means every host of the play.
+    type: list
+    elements: str
 notes:
   - Why not a builtin - the service list's cross-field checks and the plan are computed in Python on the controller,
     with unit tests.
@@ -78,6 +87,14 @@ ansible_facts:
   type: dict
   contains:
     microsvc_plan:
-      description: Normalized services and the selection.
+      description: Normalized services, the selection and the shared settings (C(settings)).
       type: dict
+    microsvc_placement:
+      description:
+        - Host name to its placement, for every host of the play (C(tcp), C(routes), C(migrate),
+          C(gateway_host), C(gateway_url), C(check_base), C(health_base), C(plan)).
+      type: dict
+    microsvc_plans:
+      description: Every distinct plan of the run; C(microsvc_placement[host].plan) indexes it.
+      type: list
 """

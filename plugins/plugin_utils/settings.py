@@ -131,9 +131,9 @@ SETTINGS = {
     "service_plan_allowed_pythons": ListOf(AbsPath(200, min_depth=2), 20),
     "service_plan_cache_dir": AbsPath(4096, min_depth=1),
     "service_plan_prepare_sources": Bool(),
+    "service_plan_gateway_hosts": HOST_PATTERN,
+    "service_plan_app_hosts": HOST_PATTERN,
     # --- role nginx_gateway ----------------------------------------------------------------
-    "nginx_gateway_app_hosts": HOST_PATTERN,
-    "nginx_gateway_hosts": HOST_PATTERN,
     "nginx_gateway_max_fails": Int(1, 100),
     "nginx_gateway_fail_timeout": Int(1, 3600),
     "nginx_gateway_connect_timeout": Int(1, 300),
@@ -206,9 +206,7 @@ SETTINGS = {
     "uwsgi_vassal_log_requests": Bool(),
     "uwsgi_vassal_log_retention_days": Int(1, 3650),
     "uwsgi_vassal_reload_timeout": Int(5, 3600),
-    "uwsgi_vassal_gateway_hosts": HOST_PATTERN,
     "uwsgi_vassal_bind_address": IpAddress(),
-    "uwsgi_vassal_gateway_check_port": Int(1024, 65535),
     "uwsgi_vassal_gateway_host": INVENTORY_HOST,
     "uwsgi_vassal_gateway_url": Url(("http", "https"), max_len=200),
     "uwsgi_vassal_gateway_validate_certs": Bool(),
@@ -235,6 +233,60 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.gateway_settings i
 
 SETTINGS.update(_GATEWAY_CHECKS)
 # --- end of the gateway features' block ----------------------------------------------------
+
+
+# Settings that several roles (and the plan) need, declared once, with their one default: the
+# plan publishes them as microsvc_plan.settings, and every role's default for such a variable
+# reads it there, so no role reads another role's variables.
+# key in the plan -> (the variable users set, its default; None: [the services' root]).
+SHARED = {
+    "listen": ("nginx_gateway_listen", 80),
+    "tls_enabled": ("nginx_gateway_tls_enabled", False),
+    "tls_redirect": ("nginx_gateway_tls_redirect", True),
+    "tls_port": ("nginx_gateway_tls_port", 443),
+    "check_port": ("nginx_gateway_check_port", 8099),
+    "stub_status_port": ("nginx_gateway_stub_status_port", 8098),
+    "metrics_port": ("nginx_gateway_metrics_port", 9113),
+    "emperor_metrics_port": ("uwsgi_emperor_metrics_port", 9100),
+    "emperor_service": ("uwsgi_emperor_service_name", "uwsgi-emperor"),
+    "vassals_dir": ("uwsgi_emperor_vassals_dir", "/etc/uwsgi/vassals"),
+    "hardening": ("uwsgi_emperor_hardening", True),
+    "read_write_paths": ("uwsgi_emperor_read_write_paths", None),
+    "pip_source": ("uwsgi_vassal_pip_source", "index"),
+    "pip_index_url": ("uwsgi_vassal_pip_index_url", ""),
+}
+
+
+def shared_settings(values, root):
+    """microsvc_plan.settings: each shared setting from ``values`` (what the inventory or the
+    command line sets, already checked), else its default."""
+    out = {}
+    for key, (name, default) in SHARED.items():
+        value = values.get(name, [root] if default is None else default)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            value = str(value).lower() in ("true", "yes", "1")
+        elif isinstance(default, int) and not isinstance(default, bool) and str(value).isdigit():
+            value = int(value)
+        out[key] = value
+    return out
+
+
+# Role variables that the plan replaced: setting one fails the validation with the way to go.
+REMOVED = {
+    "nginx_gateway_hosts": "removed: the plan places the routes from microsvc_gateway_hosts "
+                           "(service_plan_gateway_hosts); set that instead",
+    "nginx_gateway_app_hosts": "removed: the plan places the routes from microsvc_app_hosts "
+                               "(service_plan_app_hosts); set that instead",
+    "uwsgi_vassal_gateway_hosts": "removed: the plan places the services from microsvc_gateway_hosts "
+                                  "(service_plan_gateway_hosts); set that instead",
+    "uwsgi_vassal_gateway_check_port": "removed: health checks use the gateway's own check server port, "
+                                       "nginx_gateway_check_port; set that instead",
+}
+
+
+def removed_settings(names):
+    """Messages for the removed settings among ``names``."""
+    return ["setting '%s': %s" % (name, REMOVED[name]) for name in sorted(set(names) & set(REMOVED))]
 
 
 def check_settings(values):

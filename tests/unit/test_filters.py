@@ -28,21 +28,20 @@ def test_host_port_brackets_ipv6():
     assert topology.host_port("fd00::1", "12000") == "[fd00::1]:12000"
 
 
-PLAN = {"present": ["a", "b"], "services": [{"name": "a", "state": "present"}, {"name": "b", "state": "present"},
-                                             {"name": "gone", "state": "absent"}]}
+SERVICES = [{"name": "a", "state": "present"}, {"name": "b", "state": "present"}, {"name": "gone", "state": "absent"}]
 
 
-def test_one_host_layout_routes_every_present_service_to_itself():
-    out = topology.gateway_services(PLAN, {}, ["h1"], ["h1"], "h1")
-    assert [(s["name"], s["members"]) for s in out] == [("a", ["h1"]), ("b", ["h1"])]
+def test_routed_services_carry_their_members_in_route_order():
+    out = topology.routed(SERVICES, [{"name": "b", "members": ["app1"]}, {"name": "a", "members": ["app1", "app2"]}])
+    assert [(s["name"], s["members"], s["state"]) for s in out] == [("b", ["app1"], "present"),
+                                                                    ("a", ["app1", "app2"], "present")]
+    assert "members" not in SERVICES[0]
 
 
-def test_split_layout_routes_to_the_app_hosts_that_run_each_service():
-    hostvars = {"app1": {"microsvc_plan": {"present": ["a", "b"]}}, "app2": {"microsvc_plan": {"present": ["a"]}},
-                "gw2": {"microsvc_plan": {"present": ["a", "b"]}}}
-    out = topology.gateway_services(PLAN, hostvars, ["app1", "app2", "gw2"], ["gw", "gw2"], "gw")
-    # Another gateway's vassals listen on unix sockets: not reachable from here.
-    assert [(s["name"], s["members"]) for s in out] == [("a", ["app1", "app2"]), ("b", ["app1"])]
+def test_a_host_whose_first_release_failed_is_no_member_and_a_service_without_members_no_route():
+    routes = [{"name": "a", "members": ["app1", "app2"]}, {"name": "b", "members": ["app1"]}]
+    out = topology.routed(SERVICES, routes, {"app1": ["a", "b"], "app2": []})
+    assert [(s["name"], s["members"]) for s in out] == [("a", ["app2"])]
 
 
 def test_gateway_addresses_use_the_same_fallback_as_the_upstreams():
@@ -50,12 +49,6 @@ def test_gateway_addresses_use_the_same_fallback_as_the_upstreams():
     assert topology.gateway_addresses(hostvars, ["gw1", "gw2"]) == ["10.0.0.2", "10.0.0.3"]
     with pytest.raises(AnsibleFilterError, match="gw3"):
         topology.gateway_addresses(hostvars, ["gw1", "gw3"])
-
-
-def test_migrations_run_on_the_first_host_that_runs_the_service():
-    hostvars = {"h1": {"microsvc_plan": {"present": ["b"]}}, "h2": {"microsvc_plan": {"present": ["a", "b"]}}}
-    assert topology.migration_hosts(hostvars, ["h1", "h2"], ["a", "b"]) == {"a": "h2", "b": "h1"}
-    assert topology.migration_hosts(hostvars, ["h1", "h2"], ["a"], override="h9") == {"a": "h9"}
 
 
 # --- the batch deploy ---------------------------------------------------------------------------

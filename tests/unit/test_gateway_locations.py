@@ -26,7 +26,7 @@ def templar():
 
 def gateway_vars(**item):
     out = {}
-    for path in ("roles/nginx_gateway/defaults/main.yml", "roles/nginx_gateway/vars/Debian.yml"):
+    for path in ("roles/nginx_gateway/defaults/main.yml", "roles/nginx_gateway/vars/default.yml"):
         with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
             out.update(yaml.safe_load(handle) or {})
     svc = dict(name="shop", route="/api/shop/", socket="/opt/www/shop/uwsgi.sock", port=8001, maintenance=False,

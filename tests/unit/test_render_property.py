@@ -369,10 +369,17 @@ def check_inputs(templar, tmp, services, knobs):
     for path in ("roles/nginx_gateway/defaults/main.yml", "roles/nginx_gateway/vars/default.yml",
                  "roles/uwsgi_vassal/vars/default.yml", "roles/uwsgi_vassal/vars/main.yml"):
         variables.update(_yaml(path))
+    # The shared settings' role defaults read the plan's settings (as Ansible would template them).
+    shared = global_settings.shared_settings(knobs, plan["root"])
+    for name, value in list(variables.items()):
+        found = re.fullmatch(r"\{\{ microsvc_plan\.settings\.(\w+) \}\}", str(value))
+        if found:
+            variables[name] = shared[found.group(1)]
     variables.update(knobs)
     present = [dict(s, members=["gw"]) for s in plan["services"] if s["state"] == "present"]
     variables.update(
-        ansible_managed="Ansible managed", inventory_hostname="gw", hostvars={}, microsvc_plan=plan,
+        ansible_managed="Ansible managed", inventory_hostname="gw", hostvars={},
+        microsvc_plan=dict(plan, settings=shared),
         __nginx_gateway_owned_dir="microsvc", __nginx_gateway_services=present, __nginx_gateway_checked=[],
         __nginx_gateway_tls_live=False, __nginx_gateway_http2_legacy=True, __nginx_gateway_brotli_on=False,
         __nginx_gateway_log_format="microsvc", nginx_gateway_metrics_enabled=False,
