@@ -155,7 +155,11 @@ class ActionModule(ActionBase):
             if args.get(key) not in (None, ""):
                 argument_settings[name] = args[key]
         values = self._settings(task_vars)
-        errors = check_settings(values) + removed_settings(task_vars or {})
+        others, differ = self._other_hosts_settings(task_vars or {})
+        errors = check_settings(values)
+        if differ:  # hosts set settings differently: each refusal names its host
+            errors = ["host %s: %s" % (task_vars.get("inventory_hostname"), e) for e in errors]
+        errors += removed_settings(task_vars or {}) + others
         errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
         bad = {e.split("'")[1] for e in errors}
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
@@ -222,6 +226,41 @@ class ActionModule(ActionBase):
         if hosts is None:
             hosts = [task_vars.get("inventory_hostname", "localhost")]
         return list(hosts)
+
+    def _other_hosts_settings(self, task_vars):
+        """Refusals of the settings that a host's own inventory gives otherwise than the planning
+        host's, naming the host: the plan is made once, yet every host's settings are checked.
+        Hosts with the same raw values as a host already checked cost one comparison. Returns
+        (refusals, whether any host's settings differ from the planning host's)."""
+        this = task_vars.get("inventory_hostname")
+        hostvars = task_vars.get("hostvars")
+        hosts = self._play_hosts(task_vars)
+        if hostvars is None or len(hosts) < 2:
+            return [], False
+        names = [n for n in SETTINGS if SETTINGS[n] is not None and not n.startswith("service_plan_")]
+
+        def raw_of(host):
+            raw = hostvars.raw_get(host)
+            return [raw.get(name) for name in names]
+
+        seen, errors = [raw_of(this)], []
+        for host in hosts:
+            if host == this:
+                continue
+            raw = raw_of(host)
+            if raw in seen:
+                continue
+            seen.append(raw)
+            own, values = hostvars[host], {}
+            for name, value in zip(names, raw):
+                if value is None:
+                    continue
+                try:
+                    values[name] = plain(own[name])  # templated in that host's context
+                except AnsibleError:
+                    continue  # depends on something only the host can tell (a fact); checked where used
+            errors += ["host %s: %s" % (host, e) for e in check_settings(values)]
+        return errors, len(seen) > 1
 
     def _raw_inputs(self, raw):
         return [raw[own] if own in raw else raw.get(shared) for own, shared in self.HOST_INPUTS]

@@ -39,3 +39,21 @@ def test_bad_setting_fails_before_any_host_is_touched(tmp_path, extra, expected)
     assert "invalid; no host was changed." in out, out
     assert expected in out, out
     assert "UNREACHABLE" not in out, out
+
+
+def test_a_bad_setting_of_one_host_fails_naming_that_host(tmp_path):
+    """The plan is made once for the run; a setting that one host's own inventory gives is still
+    checked, and the refusal names the host."""
+    inv = tmp_path / "inventory"
+    (inv / "host_vars").mkdir(parents=True)
+    (inv / "host_vars" / "second.yml").write_text("nginx_gateway_maintenance_retry_after: 31536000\n")
+    (inv / "host_vars" / "third.yml").write_text("nginx_gateway_maintenance_retry_after: 120\n")
+    (inv / "host_vars" / "fourth.yml").write_text("nginx_gateway_maintenance_retry_after: 0\n")
+    proc = run_site(tmp_path, [GOOD], hosts=["target", "second", "third", "fourth"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "invalid; no host was changed." in out, out
+    assert "host second: setting 'nginx_gateway_maintenance_retry_after': must be an integer from 1 to 86400" in out
+    assert "host fourth: setting 'nginx_gateway_maintenance_retry_after': must be an integer from 1 to 86400" in out
+    assert "host third" not in out and "host target" not in out, out
+    assert "UNREACHABLE" not in out, out

@@ -15,14 +15,14 @@ PLAYBOOK = os.path.join(ROOT, "site.yml")
 BIN = os.path.dirname(sys.executable)
 
 
-def run_site(tmp_path, services, extra=None):
+def run_site(tmp_path, services, extra=None, hosts=("target",)):
     inv = tmp_path / "inventory"
     (inv / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     (tmp_path / "code").mkdir(exist_ok=True)
-    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"target": {
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {host: {
         "ansible_connection": "community.docker.docker",
         "ansible_host": "microsvc-test-no-such-container",
-    }}}}))
+    } for host in hosts}}}))
     (inv / "group_vars" / "all" / "services.yml").write_text(yaml.safe_dump({"microsvc_services": services}))
     (inv / "group_vars" / "all" / "sources.yml").write_text(yaml.safe_dump({"microsvc_source_roots": [str(tmp_path)]}))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
