@@ -91,7 +91,8 @@ class ActionModule(ActionBase):
     # The inventory variables a host's own plan is made of: hosts whose raw values equal the
     # planning host's share its plan; others get theirs (a service on a subset of hosts).
     HOST_INPUTS = (("service_plan_services", "microsvc_services"),
-                   ("service_plan_defaults", "microsvc_service_defaults"))
+                   ("service_plan_defaults", "microsvc_service_defaults"),
+                   ("service_plan_selected", "deploy_services"))
 
     @staticmethod
     def _role_default(value):
@@ -155,11 +156,7 @@ class ActionModule(ActionBase):
             if args.get(key) not in (None, ""):
                 argument_settings[name] = args[key]
         values = self._settings(task_vars)
-        others, differ = self._other_hosts_settings(task_vars or {})
-        errors = check_settings(values)
-        if differ:  # hosts set settings differently: each refusal names its host
-            errors = ["host %s: %s" % (task_vars.get("inventory_hostname"), e) for e in errors]
-        errors += removed_settings(task_vars or {}) + others
+        errors = check_settings(values) + removed_settings(task_vars or {})
         errors += [e for e in check_settings(plain(argument_settings)) if e not in errors]
         bad = {e.split("'")[1] for e in errors}
         root = DEFAULT_ROOT if "microsvc_root" in bad else argument_settings["microsvc_root"]
@@ -185,18 +182,26 @@ class ActionModule(ActionBase):
             prepare_source=(lambda svc: prepare_source(svc, cache_dir)) if prepare else None,
             reserved_ports=self._reserved_ports(shared),
         )
+        this = (task_vars or {}).get("inventory_hostname")
+        refused = []
         try:
             plan = planner.plan(
                 args.get("services"),
                 defaults=args.get("defaults"),
                 selected=args.get("selected"),
                 check_sources=args.get("check_sources", True),
-                errors=errors,
+                errors=self._with_other_hosts(errors, task_vars or {}),
             )
-            plans, of_host = self._host_plans(planner, plan, args, task_vars or {})
         except PlanError as exc:
+            plan, refused = None, list(exc.errors)
+        # Every host's own list is checked even when the planning host's is refused: one report.
+        plans, of_host, others, lists_differ = self._host_plans(planner, plan, args, task_vars or {})
+        if lists_differ:  # hosts list different services: each refusal names its host
+            refused = [e if e.startswith("host ") else "host %s: %s" % (this, e) for e in refused]
+        refused += others
+        if refused:
             raise AnsibleActionFail(
-                "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(exc.errors)
+                "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(refused)
             ) from None
         hosts = self._play_hosts(task_vars or {})
         for one in plans:
@@ -211,7 +216,7 @@ class ActionModule(ActionBase):
         # as they are, with no per-host templating (which costs about as much as the validation):
         # the planning host's plan, the placement of every host, and the other plans, which the
         # hosts whose inventory lists other services take (the service_plan role's next task).
-        result["ansible_facts"] = {"microsvc_plan": plan, "microsvc_placement": placed, "microsvc_plans": plans}
+        result["ansible_facts"] = {"microsvc_plan": plan, "microsvc_placements": placed, "microsvc_plans": plans}
         # The plan holds every service's environment, secrets included (from vault or AWS): a
         # verbose run must not print it. Refusals (above) name fields, never values.
         if any(svc.get("env") for one in plans for svc in one["services"]):
@@ -226,6 +231,14 @@ class ActionModule(ActionBase):
         if hosts is None:
             hosts = [task_vars.get("inventory_hostname", "localhost")]
         return list(hosts)
+
+    def _with_other_hosts(self, errors, task_vars):
+        """The planning host's refusals of settings, then the other hosts'; when hosts set settings
+        differently, each refusal names its host."""
+        others, differ = self._other_hosts_settings(task_vars)
+        if differ:
+            errors = ["host %s: %s" % (task_vars.get("inventory_hostname"), e) for e in errors]
+        return errors + others
 
     def _other_hosts_settings(self, task_vars):
         """Refusals of the settings that a host's own inventory gives otherwise than the planning
@@ -267,13 +280,14 @@ class ActionModule(ActionBase):
 
     def _host_plans(self, planner, plan, args, task_vars):
         """The plans of the play's hosts: the planning host's, and one more for each other list of
-        services a host's inventory gives. Returns (plans, host -> index in plans)."""
+        services a host's inventory gives. Returns (plans, host -> index in plans, the refusals of
+        the other hosts' lists, naming each host, whether any host's list differs)."""
         this = task_vars.get("inventory_hostname")
         hosts = self._play_hosts(task_vars)
         hostvars = task_vars.get("hostvars")
         plans, inputs, of_host = [plan], [None], {this: 0}
         if hostvars is None or len(hosts) < 2:
-            return plans, {h: 0 for h in hosts}
+            return plans, {h: 0 for h in hosts}, [], False
         inputs[0] = self._raw_inputs(hostvars.raw_get(this))
         errors = []
         for host in hosts:
@@ -287,13 +301,11 @@ class ActionModule(ActionBase):
             own = hostvars[host]  # templated in that host's context
             values = [own[name] if name in own_raw else own.get(shared) for name, shared in self.HOST_INPUTS]
             try:
-                plans.append(planner.plan(plain(values[0]), defaults=plain(values[1]), selected=args.get("selected"),
+                plans.append(planner.plan(plain(values[0]), defaults=plain(values[1]), selected=plain(values[2]) or "",
                                           check_sources=args.get("check_sources", True)))
             except PlanError as exc:
                 errors.extend("host %s: %s" % (host, e) for e in exc.errors)
                 continue
             inputs.append(raw)
             of_host[host] = len(plans) - 1
-        if errors:
-            raise PlanError(errors)
-        return plans, of_host
+        return plans, of_host, errors, bool(errors) or len(inputs) > 1

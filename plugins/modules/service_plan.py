@@ -10,8 +10,10 @@ description:
     C(microsvc.deploy.service_plan) (unknown keys, types, choices, defaults), then checks safe names,
     duplicate names, routes and sockets, route syntax and nesting, and that each selected source exists.
   - Fails before any host is touched, with one line per error naming the service and the field.
-  - Sets the fact C(microsvc_plan) (normalized services with computed paths, present/absent/selected names)
-    and C(microsvc_placement), once for every host of the play when run with C(run_once).
+  - Returns the facts C(microsvc_plan) (normalized services with computed paths, present/absent/selected
+    names), C(microsvc_placements) and C(microsvc_plans), computed once for every host of the play; the
+    role C(microsvc.deploy.service_plan) keeps them on the planning host and gives every host its plan
+    (C(microsvc_plan)) and its own placement (C(microsvc_placement)).
   - Runs on the controller only.
 version_added: 0.1.0
 options:
@@ -89,12 +91,12 @@ ansible_facts:
     microsvc_plan:
       description: Normalized services, the selection and the shared settings (C(settings)).
       type: dict
-    microsvc_placement:
+    microsvc_placements:
       description:
         - Host name to its placement, for every host of the play (C(tcp), C(routes), C(migrate),
           C(gateway_host), C(gateway_url), C(check_base), C(health_base), C(plan)).
       type: dict
     microsvc_plans:
-      description: Every distinct plan of the run; C(microsvc_placement[host].plan) indexes it.
+      description: Every distinct plan of the run; C(microsvc_placements[host].plan) indexes it.
       type: list
 """
