@@ -21,7 +21,7 @@ SCENARIOS ?= $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule
 # When MICROSVC_IMAGE is set (a CI matrix), only that image is used.
 EXTRA_IMAGES ?= $(if $(MICROSVC_IMAGE),,microsvc-test/debian:trixie)
 # Scenarios run in this many parallel queues (tools/molecule-queues; 1: one after another).
-MOLECULE_JOBS ?= 2
+MOLECULE_JOBS ?= 3
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := dist/microsvc-deploy-$(VERSION).tar.gz
 
