@@ -111,14 +111,15 @@ def never_live(deployed, health=None, settled=None):
 
 def health_checks(services, base, check_base=None):
     """name -> the health check of each service, through the gateway at ``base``; a service in
-    maintenance (its public route answers 503) through the gateway's check server at ``check_base``."""
+    maintenance (its public route answers 503) through the gateway's check server at ``check_base``.
+
+    The entry's ``health`` settings pass through whole (health_check reads them), so a new way to
+    decide health is its schema option plus the module's ``passes``."""
     out = {}
     for svc in services or []:
-        health = svc["health"]
-        url = (check_base if svc.get("maintenance") and check_base else base) + health["url_path"]
-        out[svc["name"]] = dict(name=svc["name"], url=url, status=health["status"],
-                                body=health.get("body"), timeout=health["timeout"], retries=health["retries"],
-                                delay=health["delay"])
+        health = {key: value for key, value in svc["health"].items() if key not in ("path", "url_path")}
+        url = (check_base if svc.get("maintenance") and check_base else base) + svc["health"]["url_path"]
+        out[svc["name"]] = dict(health, name=svc["name"], url=url)
     return out
 
 

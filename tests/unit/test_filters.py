@@ -74,6 +74,14 @@ def test_health_checks_go_through_the_given_gateway_base():
     assert checks["a"]["url"] == "http://127.0.0.1:80/api/a/health" and checks["a"]["retries"] == 3
 
 
+def test_health_checks_carry_every_health_setting_of_the_entry_but_its_path():
+    entry = svc("a")
+    entry["health"].update(path="health", header="X-Ready")
+    check = deploy.health_checks([entry], "http://127.0.0.1")["a"]
+    assert check["header"] == "X-Ready" and check["status"] == [200]
+    assert "path" not in check and "url_path" not in check
+
+
 def test_settle_plan_settles_the_healthy_and_rolls_back_the_others():
     deployed = {"a": state(), "b": state(env_changed=True), "c": state(ok=False, step="check")}
     plan = deploy.settle_plan(deployed, {"a": {"ok": True}, "b": {"ok": False}}, [svc("a"), svc("b"), svc("c")])
