@@ -13,7 +13,13 @@ import time
 
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
-from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import read, read_stats, summary, workers
+from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import (
+    NotRunning,
+    read,
+    read_stats,
+    summary,
+    workers,
+)
 
 # Stats sockets are read as the owner of the service's run/ directory (the service's user), each read
 # bounded in time and size and schema-checked (uwsgi_stats); an answer that cannot be used counts as
@@ -91,17 +97,25 @@ def apply(name, ini_path, ini_content, stats_socket, reload_file, code_changed=F
     return dict(action=action, old_workers=old, new_workers=pids, master_pid=master)
 
 
+def stopped(stats_socket):
+    """Whether nothing listens on the stats socket any more. A master that is shutting down still
+    holds it, and may not answer in time (a timeout, not an absence): only a refused connection
+    or a missing socket means that it is gone."""
+    return isinstance(read(stats_socket).error, NotRunning)
+
+
 def stop(ini_path, stats_socket, remove_sockets, timeout=90, name=""):
-    """Remove the ini (the emperor stops the vassal), wait until it no longer answers, then
-    remove its sockets. Returns False when there was nothing to do."""
+    """Remove the ini (the emperor stops the vassal), wait until nothing listens on its stats
+    socket, then remove its sockets. Returns False when there was nothing to do."""
     if not [p for p in [ini_path] + list(remove_sockets) if os.path.lexists(p)]:
         return False
     if os.path.exists(ini_path):
         os.unlink(ini_path)
     deadline = time.time() + timeout
-    while read_stats(stats_socket) is not None:
+    while not stopped(stats_socket):
         if time.time() > deadline:
-            raise VassalError("service '%s': the vassal still answers %ds after its ini was removed" % (name, timeout))
+            raise VassalError("service '%s': something still listens on the vassal's stats socket %ds after its "
+                              "ini was removed" % (name, timeout))
         time.sleep(0.2)
     for path in remove_sockets:
         if os.path.lexists(path):
