@@ -37,9 +37,11 @@ options:
   state:
     description:
       - C(present) starts or reloads the vassal as described above.
-      - C(absent) first stops the service's workers and schedules and removes their systemd units (the files
-        in I(units_dir) that name the service), then removes the ini (the emperor stops the vassal), waits
-        until its stats socket no longer answers, and removes the sockets listed in I(remove_sockets).
+      - C(absent) first removes the ini (the emperor stops the vassal) and waits until nothing listens on its
+        stats socket, then stops the service's workers, schedules and slice and removes their systemd units
+        (the files in I(units_dir) that name the service), and removes the sockets listed in I(remove_sockets).
+        The vassal goes first, because with limits its master runs in the service's slice, and a slice stopped
+        while the ini is still there kills a master that the emperor would start again.
     type: str
     choices: [present, absent]
     default: present
@@ -124,6 +126,25 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, units, vassal
 
+AFTER_SLICE_STOP = 10  # seconds for the stats socket to go quiet once the service's slice is stopped
+
+
+def stop_then_remove_units(p):
+    """The vassal first, then the service's units and slice. With limits the vassal's master runs in
+    the service's slice: stopping the slice while the ini is still there kills the master, and the
+    emperor starts it again from that ini, too early to hear the stop that follows. When something
+    still listens on the stats socket after the timeout, stopping the slice ends what is left of the
+    service, and one more short wait must then see the socket quiet."""
+    try:
+        changed, leftover = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"],
+                                        p["name"]), None
+    except vassal.VassalError as exc:
+        changed, leftover = True, exc
+    removed_units = units.remove_all(p["name"], p["units_dir"])
+    if leftover is not None:
+        vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], AFTER_SLICE_STOP, p["name"])
+    return changed, removed_units
+
 
 def main():
     module = AnsibleModule(
@@ -148,13 +169,12 @@ def main():
     p = module.params
     try:
         if p["state"] == "absent":
-            removed_units = units.remove_all(p["name"], p["units_dir"], check_mode=module.check_mode)
             if module.check_mode:
+                removed_units = units.remove_all(p["name"], p["units_dir"], check_mode=True)
                 changed = any(os.path.lexists(path) for path in [p["ini_path"]] + p["remove_sockets"])
             else:
                 with deploy_lock.Held(p["lock"], [p["name"]]):
-                    changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"],
-                                          p["name"])
+                    changed, removed_units = stop_then_remove_units(p)
             module.exit_json(changed=changed or bool(removed_units), action="stop" if changed else "none",
                              removed_units=removed_units)
         action, live, old, master = vassal.decide(p["ini_path"], p["ini_content"], p["stats_socket"],
