@@ -10,7 +10,7 @@ Task arguments:
   env_template: template of the environment file (rendered here; never in the result)
   root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock: see the module
   cache_dir:   controller cache for wheelhouses
-  architecture: the host's (for wheelhouses)
+  architecture: the host's (for wheelhouses when the probe could not tell the interpreter's machine)
   protected_group: nginx's group where the gateway is local (accel_redirect's shared/protected)
 
 The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
@@ -26,6 +26,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import TargetError, target_environment
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
 
 
@@ -95,6 +96,16 @@ def module_service(work, svc, migrate, protected_group=""):
     )
 
 
+def wheelhouse_facts(entry, architecture=""):
+    """The probe's facts about the service's interpreter (implementation, version, machine, C
+    library), the host's architecture standing in for a machine the probe did not report."""
+    facts = dict(entry.get("python_facts") or {})
+    facts.setdefault("version", entry.get("python_version") or "")
+    if not facts.get("machine"):
+        facts["machine"] = architecture or ""
+    return facts
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -120,10 +131,10 @@ class ActionModule(ActionBase):
                 member = "wheelhouses/%s.tar.gz" % entry["venv"]
                 if member not in files:
                     try:
-                        files[member] = build_wheelhouse(item["requirements"], item["python_version"],
-                                                         args.get("architecture") or "x86_64", args.get("cache_dir"),
+                        target = target_environment(wheelhouse_facts(entry, args.get("architecture")))
+                        files[member] = build_wheelhouse(item["requirements"], target, args.get("cache_dir"),
                                                          pip.get("index_url") or "")
-                    except WheelhouseError as exc:
+                    except (TargetError, WheelhouseError) as exc:
                         item["wheelhouse_error"] = str(exc)
                 item["wheelhouse_member"] = member if member in files else None
             services.append(item)

@@ -56,6 +56,11 @@ class VenvError(Exception):
     pass
 
 
+def hash_locked(requirements):
+    """Whether a requirements file pins hashes (``--hash=sha256:...``): its installs then require them."""
+    return bool(re.search(r"(?m)(?:^|\s)--hash[= ]", requirements or ""))
+
+
 def cache_dir(microsvc_root):
     return os.path.join(microsvc_root, ".microsvc", "venvs")
 
@@ -294,6 +299,10 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
                 req = os.path.join(home, "requirements.txt")
                 write_atomic(req, requirements, 0o644)
                 argv = [os.path.join(final, "bin", "python"), "-m", "pip", "install", "--requirement", req]
+                if hash_locked(requirements):
+                    # Every file, dependencies included, must match a hash of the file (pip turns this
+                    # on by itself at the first hash; said here so that it never depends on that).
+                    argv.append("--require-hashes")
                 if wheelhouse:
                     argv += ["--no-index", "--find-links", wheelhouse]
                 elif index_url:

@@ -261,9 +261,6 @@ class Deploy:
         that needs it, then each service's own copy."""
         by_key = {}
         for svc in services:
-            if svc.get("wheelhouse_error"):
-                self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
-                continue
             by_key.setdefault(svc["venv"], []).append(svc)
         if by_key:
             try:
@@ -416,6 +413,11 @@ class Deploy:
 
     # -- the whole batch -----------------------------------------------------------------------
     def run(self):
+        # What the controller could not get for a service's virtualenv (no wheel for the host, a
+        # hash that does not match) fails that service before anything of it changes on the host.
+        for svc in self.live():
+            if svc.get("wheelhouse_error"):
+                self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
         self.each("layout", self.step_layout, self.live(), parallel=False)
         self.each("release", self.step_release, self.live(), parallel=True)
         self.step_venvs([s for s in self.live()
