@@ -104,10 +104,11 @@ def no_wheel_message(output, target):
         return None
     return ("%s: no wheel for the host's target (%s), and a wheelhouse never builds from a source distribution. "
             "What would work: a version of %s that publishes a wheel for %s (pin it), a wheel built for that target "
-            "in the index the controller uses (index_url), or the host building it from source "
-            "(uwsgi_vassal_pip_source: index, with the package's build dependencies installed on the host: "
-            "a C compiler and python3-dev at least)"
-            % (", ".join(names), describe(target), " / ".join(names), target["python_platform"]))
+            "in the index the controller uses (index_url), or the host building it from its source distribution "
+            "(a line '--no-binary %s' in the requirements file: the wheelhouse carries the sdist; list its build "
+            "dependencies in the file too, and install what it compiles with on the host: a C compiler and "
+            "python3-dev at least)"
+            % (", ".join(names), describe(target), " / ".join(names), target["python_platform"], ",".join(names)))
 
 
 def pip_download_packed(cache, archive, arcname, commands, describe, check=None):
@@ -141,6 +142,18 @@ def pip_download_packed(cache, archive, arcname, commands, describe, check=None)
 def uv_command():
     """uv as the controller's Python has it (requirements-dev.txt installs it)."""
     return [sys.executable, "-m", "uv"]
+
+
+# Options of a requirements file that choose where packages come from and in which form: they go
+# with the resolved set to pip download (a --no-binary package's sdist travels in the wheelhouse
+# and is built on the host, in its sandbox).
+FILE_OPTIONS = re.compile(r"(?:--no-binary|--only-binary|--find-links|-f|--index-url|-i|--extra-index-url|--pre"
+                          r"|--prefer-binary)(?:[ =].*)?")
+
+
+def file_options(requirements):
+    """The lines of ``FILE_OPTIONS`` of a requirements file, in their order."""
+    return [line.strip() for line in (requirements or "").splitlines() if FILE_OPTIONS.fullmatch(line.strip())]
 
 
 def resolve_command(requirements_in, resolved, target, cache, index_url=""):
@@ -178,6 +191,10 @@ def build_wheelhouse(requirements, target, cache_dir=None, index_url=""):
         with open(req, "w", encoding="utf-8") as handle:
             handle.write(requirements)
         yield resolve_command(req, resolved, target, cache, index_url)
+        with open(resolved, encoding="utf-8") as handle:
+            pins = handle.read()
+        with open(resolved, "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in file_options(requirements)) + pins)
         yield download_command(resolved, dest, target, index_url)
 
     def explain(cmd, out):

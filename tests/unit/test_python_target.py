@@ -141,7 +141,7 @@ hint: Wheels are required for `numpy` because building from source is disabled f
 def test_a_requirement_without_a_wheel_is_named_with_the_target_and_what_would_work():
     message = wheelhouse.no_wheel_message(UV_NO_WHEEL, target_environment(DEBIAN13))
     assert message.startswith("numpy: no wheel for the host's target (CPython 3.13.5 on Linux x86_64, glibc 2.41)")
-    assert "pin it" in message and "uwsgi_vassal_pip_source: index" in message and "python3-dev" in message
+    assert "pin it" in message and "'--no-binary numpy'" in message and "python3-dev" in message
     assert wheelhouse.no_wheel_message("error: connection refused", target_environment(DEBIAN13)) is None
 
 
@@ -156,3 +156,21 @@ def test_resolution_is_for_the_target_never_for_the_controller(tmp_path):
     assert "--no-deps" in download and "--only-binary=:all:" in download
     assert download[download.index("--abi") + 1] == "cp311"
     assert download[-2:] == ["--index-url", "https://mirror.example/simple"]
+
+
+def test_the_probe_reports_what_the_target_needs_in_the_interpreters_one_run():
+    from ansible_collections.microsvc.deploy.plugins.modules import vassal_probe
+
+    python = "/usr/bin/python3"
+    if not vassal_probe.trusted_interpreter(python):
+        pytest.fail("%s is not root-owned here: the probe would not run it" % python)
+    facts = vassal_probe.python_facts(python)
+    assert facts["implementation"] == "cpython" and facts["libc"] == "glibc"
+    assert vassal_probe.python_version(python) == facts["version"]
+    assert target_environment(facts)["python_full_version"] == facts["version"]
+    assert vassal_probe.python_facts("/nonexistent/python3") is None
+
+
+def test_the_files_source_and_form_options_go_with_the_resolved_set():
+    text = "--no-binary victimpkg\n--find-links /srv/sdists\nvictimpkg==1.0\n-r other.txt\n--hash=sha256:00\n"
+    assert wheelhouse.file_options(text) == ["--no-binary victimpkg", "--find-links /srv/sdists"]
