@@ -27,7 +27,12 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import TargetError, target_environment
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import (
+    UV_VERSION,
+    WheelhouseError,
+    build_wheelhouse,
+    uv_wheel,
+)
 
 
 def django_collectstatic_argv(svc):
@@ -106,6 +111,22 @@ def wheelhouse_facts(entry, architecture=""):
     return facts
 
 
+def add_uv(pip, files, facts, cache_dir):
+    """Put uv's wheel for the host into the bundle (``pip['uv_member']``), so the host installs
+    virtualenvs with uv; where it cannot be had, ``pip['uv_member']`` is None and the host uses pip
+    (``pip['uv_problem']`` says why)."""
+    pip["uv_member"] = None
+    try:
+        target = target_environment(facts)
+        wheel = uv_wheel(target, cache_dir, pip.get("index_url") or "")
+    except (TargetError, WheelhouseError) as exc:
+        pip["uv_problem"] = str(exc)[-500:]
+        return
+    member = "tools/%s" % wheel.rsplit("/", 1)[-1]
+    files[member] = wheel
+    pip.update(uv_member=member, uv_version=UV_VERSION)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -137,6 +158,8 @@ class ActionModule(ActionBase):
                     except (TargetError, WheelhouseError) as exc:
                         item["wheelhouse_error"] = str(exc)
                 item["wheelhouse_member"] = member if member in files else None
+            if item["wheelhouse_member"] and "uv_member" not in pip:
+                add_uv(pip, files, wheelhouse_facts(entry, args.get("architecture")), args.get("cache_dir"))
             services.append(item)
             env[svc["name"]] = renderer.render(args["env_template"], extra_vars={"__uwsgi_vassal_svc": svc})
 

@@ -28,7 +28,9 @@ import tarfile
 import tempfile
 
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import cache_root
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import describe, key as target_key
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import describe
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import key as target_key
+
 
 class WheelhouseError(Exception):
     pass
@@ -53,7 +55,7 @@ def locked_hashes(requirements):
     logical = re.sub(r"\\\n", " ", requirements or "")
     for line in logical.splitlines():
         line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith("#") or line.startswith("-"):
+        if not line or line.startswith(("#", "-")):
             continue
         hashes = HASH.findall(line)
         if not hashes:
@@ -206,3 +208,36 @@ def build_wheelhouse(requirements, target, cache_dir=None, index_url=""):
     return pip_download_packed(
         cache, os.path.join(cache, "%s-%s.tar.gz" % (target_key(target), key)), "wheelhouse", commands, explain,
         check=(lambda dest: check_hashes(dest, hashes)) if hashes else None)
+
+
+# The uv that installs virtualenvs on hosts: the controller's own version (requirements-dev.txt),
+# its wheel for the host's platform downloaded once and pushed with the bundle.
+UV_VERSION = "0.13.9"
+
+
+def uv_wheel(target, cache_dir=None, index_url=""):
+    """The path of uv's wheel for ``target`` (downloaded once into the controller's cache)."""
+    cache = os.path.join(cache_root(cache_dir), "wheelhouse")
+    archive = os.path.join(cache, "uv-%s-%s.whl" % (UV_VERSION, target["python_platform"]))
+    if os.path.exists(archive):
+        return archive
+
+    def commands(work, dest):
+        with open(os.path.join(work, "uv.txt"), "w", encoding="utf-8") as handle:
+            handle.write("uv==%s\n" % UV_VERSION)
+        yield download_command(os.path.join(work, "uv.txt"), dest, target, index_url)
+
+    packed = pip_download_packed(
+        cache, archive + ".tar.gz", "uv", commands,
+        lambda cmd, out: "uv %s for %s cannot be downloaded:\n%s" % (UV_VERSION, describe(target), out))
+    with tarfile.open(packed) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".whl")]
+        if len(members) != 1:
+            raise WheelhouseError("uv %s for %s: expected one wheel, got %s"
+                                  % (UV_VERSION, describe(target), [m.name for m in members]))
+        fd, partial = tempfile.mkstemp(prefix=".partial-", dir=cache)
+        with os.fdopen(fd, "wb") as out, tar.extractfile(members[0]) as src:
+            shutil.copyfileobj(src, out)
+    os.replace(partial, archive)
+    os.unlink(packed)
+    return archive

@@ -123,8 +123,8 @@ def test_check_hashes_accepts_matching_files_and_names_the_package_of_a_mismatch
     assert problems[0].startswith("async-timeout: the hash of async_timeout-5.0.1-py3-none-any.whl")
     del hashes["async-timeout"]
     problems = wheelhouse.check_hashes(str(tmp_path), hashes)
-    assert problems == ["async-timeout (async_timeout-5.0.1-py3-none-any.whl) has no --hash in the locked "
-                        "requirements file; --require-hashes needs one for every package, dependencies included"]
+    assert problems == [("async-timeout (async_timeout-5.0.1-py3-none-any.whl) has no --hash in the locked "
+                        "requirements file; --require-hashes needs one for every package, dependencies included")]
     os.unlink(tmp_path / "async_timeout-5.0.1-py3-none-any.whl")
     assert wheelhouse.check_hashes(str(tmp_path), hashes) == []
 

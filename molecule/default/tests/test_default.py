@@ -149,3 +149,14 @@ def test_dependencies_resolved_for_the_hosts_python_and_importable_as_the_servic
     if version >= (3, 13):
         expected.add("typing-extensions")
     assert set(seen["dists"]) == expected, seen
+
+
+def test_virtualenvs_from_a_wheels_only_wheelhouse_are_installed_by_uv_from_the_controller(host):
+    # The controller pushed uv's wheel with the bundle: root took its one binary out, root-owned.
+    uv = host.file("/opt/www/.microsvc/tools/uv-0.13.9/uv")
+    assert uv.is_file and uv.user == "root" and uv.mode == 0o755
+    # uv installs into a virtualenv without pip of its own; its cache is the build uid's alone.
+    python = "/opt/www/service4/current/.venv/bin/python"
+    assert host.run("%s -c 'import pip'" % python).rc != 0
+    caches = host.check_output("find /opt/www/.microsvc/venvs -maxdepth 1 -name '.uv-cache-*' -printf '%%u %%m\\n'")
+    assert caches and all(line.split()[1] == "700" and line.split()[0] != "root" for line in caches.splitlines())
