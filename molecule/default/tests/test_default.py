@@ -158,5 +158,5 @@ def test_virtualenvs_from_a_wheels_only_wheelhouse_are_installed_by_uv_from_the_
     # uv installs into a virtualenv without pip of its own; its cache is the build uid's alone.
     python = "/opt/www/service4/current/.venv/bin/python"
     assert host.run("%s -c 'import pip'" % python).rc != 0
-    caches = host.check_output("find /opt/www/.microsvc/venvs -maxdepth 1 -name '.uv-cache-*' -printf '%%u %%m\\n'")
+    caches = host.check_output("find /opt/www/.microsvc/venvs -maxdepth 1 -name '.uv-cache-*' -printf '%u %m\\n'")
     assert caches and all(line.split()[1] == "700" and line.split()[0] != "root" for line in caches.splitlines())
