@@ -128,8 +128,8 @@ def test_wsgi_file_service_sees_the_stripped_prefix(host):
 # controller's Python and the host's: redis needs async-timeout below 3.11.3 (Debian 12 has 3.11.2),
 # typing-extensions is asked for on 3.13 (Debian 13). The virtualenv has what the host's Python needs.
 DEPS_PROBE = """
-import importlib, importlib.metadata as md, json, sys
-names = sorted({d.metadata["Name"].lower() for d in md.distributions()} - {"pip", "setuptools"})
+import importlib, importlib.metadata as md, json, re, sys
+names = sorted({re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in md.distributions()} - {"pip", "setuptools"})
 for module in {"redis": "redis", "async-timeout": "async_timeout", "typing-extensions": "typing_extensions"}.items():
     if module[0] in names:
         importlib.import_module(module[1])
