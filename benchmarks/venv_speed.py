@@ -60,6 +60,7 @@ SETS = {
     "celery": "Django>=5.2,<5.3\ncelery[redis]>=5.5,<5.6\n",
 }
 GOAL = 1 / 3
+LOAD = {}
 
 # Runs inside the container: one build, timed; prints JSON.
 BUILD = r'''
@@ -159,6 +160,9 @@ def report(figures, target, counts, reps):
         "%s; median of %d builds each, seconds, timed inside the container (virtualenv creation and install; "
         "the build sandbox's ~0.15 s a step, the same for both, not included)." % (CONTAINER, IMAGE, describe(target), reps),
         "",
+        "The machine: %d CPUs, load average %s at the start and %s at the end (figures from a loaded machine "
+        "are CPU-starved: both installers compile bytecode)." % (os.cpu_count() or 0, LOAD["start"], LOAD["end"]),
+        "",
         ("| set | wheels | pip, no cache (deploys until now) | pip, cold cache | pip, warm cache | uv, cold cache "
         "| uv, warm cache | uv warm / pip warm |"),
         "|---|---|---|---|---|---|---|---|",
@@ -200,7 +204,9 @@ def main():
         target = container_target()
         with tempfile.TemporaryDirectory() as work:
             counts = prepare(target, work)
+            LOAD["start"] = "%.1f" % os.getloadavg()[0]
             figures = measure(args.reps)
+            LOAD["end"] = "%.1f" % os.getloadavg()[0]
         print(report(figures, target, counts, args.reps))
     finally:
         docker("rm", "-f", CONTAINER, check=False)
