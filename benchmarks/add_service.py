@@ -45,13 +45,14 @@ def shop(name):
 
 def run(inventory, extra, cache):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
-               MICROSVC_SAMPLES_DIR=os.path.join(ROOT, "samples"), PATH=BIN + os.pathsep + os.environ["PATH"])
+               MICROSVC_SAMPLES_DIR=os.path.join(ROOT, "samples"), PATH=BIN + os.pathsep + os.environ["PATH"],
+               ANSIBLE_PIPELINING="true")
     with open(os.path.join(os.path.dirname(inventory), "extra.yml"), "w", encoding="utf-8") as handle:
         yaml.safe_dump(dict(extra, microsvc_cache_dir=cache, uwsgi_vassal_cache_dir=cache), handle)
     started = time.monotonic()
     proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inventory, os.path.join(ROOT, "playbooks", "site.yml"),
                            "-e", "@" + os.path.join(os.path.dirname(inventory), "extra.yml")],
-                          capture_output=True, text=True, env=env, check=False)
+                          capture_output=True, text=True, env=env, check=False, cwd=ROOT)
     took = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit("site.yml failed:\n%s" % proc.stdout[-4000:])
