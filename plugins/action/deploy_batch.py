@@ -10,7 +10,7 @@ Task arguments:
   env_template: template of the environment file (rendered here; never in the result)
   root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock: see the module
   cache_dir:   controller cache for wheelhouses
-  architecture: the host's (for wheelhouses)
+  architecture: the host's (for wheelhouses when the probe could not tell the interpreter's machine)
   protected_group: nginx's group where the gateway is local (accel_redirect's shared/protected)
 
 The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
@@ -26,7 +26,13 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import WheelhouseError, build_wheelhouse
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import TargetError, target_environment
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import (
+    UV_VERSION,
+    WheelhouseError,
+    build_wheelhouse,
+    uv_wheel,
+)
 
 
 def django_collectstatic_argv(svc):
@@ -95,6 +101,32 @@ def module_service(work, svc, migrate, protected_group=""):
     )
 
 
+def wheelhouse_facts(entry, architecture=""):
+    """The probe's facts about the service's interpreter (implementation, version, machine, C
+    library), the host's architecture standing in for a machine the probe did not report."""
+    facts = dict(entry.get("python_facts") or {})
+    facts.setdefault("version", entry.get("python_version") or "")
+    if not facts.get("machine"):
+        facts["machine"] = architecture or ""
+    return facts
+
+
+def add_uv(pip, files, facts, cache_dir):
+    """Put uv's wheel for the host into the bundle (``pip['uv_member']``), so the host installs
+    virtualenvs with uv; where it cannot be had, ``pip['uv_member']`` is None and the host uses pip
+    (``pip['uv_problem']`` says why)."""
+    pip["uv_member"] = None
+    try:
+        target = target_environment(facts)
+        wheel = uv_wheel(target, cache_dir, pip.get("index_url") or "")
+    except (TargetError, WheelhouseError) as exc:
+        pip["uv_problem"] = str(exc)[-500:]
+        return
+    member = "tools/%s" % wheel.rsplit("/", 1)[-1]
+    files[member] = wheel
+    pip.update(uv_member=member, uv_version=UV_VERSION)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -120,12 +152,14 @@ class ActionModule(ActionBase):
                 member = "wheelhouses/%s.tar.gz" % entry["venv"]
                 if member not in files:
                     try:
-                        files[member] = build_wheelhouse(item["requirements"], item["python_version"],
-                                                         args.get("architecture") or "x86_64", args.get("cache_dir"),
+                        target = target_environment(wheelhouse_facts(entry, args.get("architecture")))
+                        files[member] = build_wheelhouse(item["requirements"], target, args.get("cache_dir"),
                                                          pip.get("index_url") or "")
-                    except WheelhouseError as exc:
+                    except (TargetError, WheelhouseError) as exc:
                         item["wheelhouse_error"] = str(exc)
                 item["wheelhouse_member"] = member if member in files else None
+            if item["wheelhouse_member"] and "uv_member" not in pip:
+                add_uv(pip, files, wheelhouse_facts(entry, args.get("architecture")), args.get("cache_dir"))
             services.append(item)
             env[svc["name"]] = renderer.render(args["env_template"], extra_vars={"__uwsgi_vassal_svc": svc})
 

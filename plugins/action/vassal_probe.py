@@ -110,7 +110,7 @@ def work_entry(wanted, state, force):
                 ini_changed=not state.get("ini_match"), first_deploy=not state.get("ini_present"),
                 venv_present=state.get("venv_present"), release_present=state.get("release_present"),
                 user_present=state.get("user"), history=state.get("history"),
-                python_version=state.get("python_version"))
+                python_version=state.get("python_version"), python_facts=state.get("python_facts"))
 
 
 def stats_warnings(states):

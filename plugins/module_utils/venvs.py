@@ -14,6 +14,14 @@
   read-only tmpfs to it. The tree is then sealed: owned by root, no group/other write, no
   special bits, no hard links, devices or fifos, and no symlink leaving it (but the
   interpreter's own).
+- The installer is uv (``uv pip install --python <venv>``) for a wheelhouse of wheels only (no build
+  code runs), when the controller sent uv's wheel: root
+  takes the one ``uv`` binary out of it into ``<root>/.microsvc/tools/uv-<version>/`` (read-only to
+  the builds); each build uid keeps its own uv cache (``.uv-cache-<uid>``, written only by that
+  service's builds), so a rebuild of the same service reads its wheels unpacked already. pip is the
+  installer wherever a package may be built from source on the host (index mode, a wheelhouse with
+  sdists: pip's sandboxed build is the one molecule/isolation proves), where uv is not there (a
+  machine uv has no wheel for) or the operator gave pip options (``uwsgi_vassal_pip_extra_args``).
 - Each service gets its own directory ``<service>/venvs/<key>``: hard links to the sealed files
   (root-owned and read-only to every service, so sharing them is safe; a plain copy where the
   file systems differ), with the scripts that name the virtualenv's path rewritten.
@@ -54,6 +62,81 @@ STOP_GRACE = 30
 
 class VenvError(Exception):
     pass
+
+
+UV_MAX_BYTES = 200 * 1024 * 1024
+
+
+def tools_dir(microsvc_root):
+    return os.path.join(microsvc_root, ".microsvc", "tools")
+
+
+def ensure_uv(microsvc_root, wheel, version):
+    """The path of the uv binary of ``version``, taken (once) out of its wheel (a file object):
+    only the member ``uv-<version>.data/scripts/uv``, written by root into a root-owned directory,
+    0755. Returns the path."""
+    if not re.fullmatch(r"[0-9]+(?:\.[0-9]+){1,3}", version or ""):
+        raise VenvError("%r is not a uv version" % (version,))
+    tools = tools_dir(microsvc_root)
+    dest = os.path.join(tools, "uv-" + version)
+    binary = os.path.join(dest, "uv")
+    try:
+        st = os.lstat(binary)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022:
+            return binary
+    except FileNotFoundError:
+        pass
+    for directory in (os.path.dirname(tools), tools, dest):
+        if os.path.islink(directory):
+            raise VenvError("%s is a symlink: uv is not installed through it" % directory)
+        os.makedirs(directory, 0o755, exist_ok=True)
+        os.chown(directory, 0, 0)
+    os.chmod(tools, 0o755)
+    os.chmod(dest, 0o755)
+    member = "uv-%s.data/scripts/uv" % version
+    import zipfile  # only here: most deploys never unpack a tool
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(member)
+            if info.file_size > UV_MAX_BYTES:
+                raise VenvError("the uv wheel's %s is larger than %d bytes" % (member, UV_MAX_BYTES))
+            with archive.open(info) as handle:
+                data = handle.read(UV_MAX_BYTES + 1)
+    except (KeyError, zipfile.BadZipFile, OSError) as exc:
+        raise VenvError("the uv wheel cannot be used (%s): %s" % (member, exc)) from None
+    write_atomic(binary, data, 0o755)
+    os.chown(binary, 0, 0)
+    return binary
+
+
+def uv_cache(microsvc_root, uid):
+    """The uv cache of one build uid: made by root in the root-owned cache directory, owned by the
+    uid, 0700 (no other build sees it)."""
+    path = os.path.join(cache_dir(microsvc_root), ".uv-cache-%d" % uid)
+    st = None
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+    if st is not None and not (stat.S_ISDIR(st.st_mode) and st.st_uid == uid):
+        shutil.rmtree(path) if stat.S_ISDIR(st.st_mode) else os.unlink(path)
+        st = None
+    if st is None:
+        os.mkdir(path, 0o700)
+        os.chown(path, uid, uid)
+    os.chmod(path, 0o700)
+    return path
+
+
+def wheels_only(wheelhouse):
+    """Whether a wheelhouse (the extracted bundle member: ``<dir>/wheelhouse/*``) holds wheels only:
+    nothing of it runs build code. uv installs those; a source distribution is built by pip, in the
+    build sandbox, as the isolation scenario proves it."""
+    files = os.listdir(os.path.join(wheelhouse, "wheelhouse")) if os.path.isdir(os.path.join(wheelhouse, "wheelhouse")) else []
+    return bool(files) and all(name.endswith(".whl") for name in files)
+
+
+def hash_locked(requirements):
+    """Whether a requirements file pins hashes (``--hash=sha256:...``): its installs then require them."""
+    return bool(re.search(r"(?m)(?:^|\s)--hash[= ]", requirements or ""))
 
 
 def cache_dir(microsvc_root):
@@ -251,11 +334,31 @@ def seal(path, python):
         raise VenvError("the built virtualenv was refused: " + "; ".join(problems[:10]))
 
 
+def install_argv(final, req, requirements, wheelhouse=None, index_url="", extra_args=(), uv=None, cache=None):
+    """The command line that installs ``req`` into the virtualenv ``final``: uv's when ``uv`` is
+    given and there are no pip options, else pip's. Same sources and hash checks either way."""
+    if uv and not extra_args:
+        argv = [uv, "pip", "install", "--no-config", "--python", os.path.join(final, "bin", "python"),
+                "--link-mode", "copy", "--compile-bytecode", "--cache-dir", cache, "--requirement", req]
+    else:
+        argv = [os.path.join(final, "bin", "python"), "-m", "pip", "install", "--requirement", req]
+    if hash_locked(requirements):
+        # Every file, dependencies included, must match a hash of the file (pip turns this on by
+        # itself at the first hash; said here so that it never depends on that).
+        argv.append("--require-hashes")
+    if wheelhouse:
+        argv += ["--no-index", "--find-links", wheelhouse]
+    elif index_url:
+        argv += ["--index-url", index_url]
+    return argv + list(extra_args)
+
+
 def build(microsvc_root, key, python, python_version, requirements, wheelhouse=None, index_url="",
-          extra_args=(), timeout=1800, service_user=None):
+          extra_args=(), timeout=1800, service_user=None, uv=None):
     """Build the cached virtualenv of ``key`` unless it is complete. Returns True when built.
     With requirements, ``service_user`` (the account of the service it is built for) names the
-    build uid that runs the build's steps."""
+    build uid that runs the build's steps; ``uv`` (the binary's path, from ensure_uv) installs
+    them, else pip. Returns the installer's name ("uv", "pip") when built, else False."""
     cache = cache_dir(microsvc_root)
     # Traversable, not listable (a build sees none of it anyway: its sandbox hides the root).
     os.makedirs(cache, mode=0o711, exist_ok=True)
@@ -283,22 +386,25 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
         try:
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
                    "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-            argv = [python, "-m", "venv"] + ([] if needs_pip else ["--without-pip"]) + [final]
+            use_uv = bool(needs_pip and uv and not extra_args)
+            installer = "uv" if use_uv else "pip" if needs_pip else "venv"
+            # uv installs into a virtualenv without pip of its own (as uv venv makes them).
+            argv = [python, "-m", "venv"] + ([] if needs_pip and not use_uv else ["--without-pip"]) + [final]
             if not needs_pip:
                 # No package code runs: the standard library's venv, as root.
                 _run(argv, timeout, env=env)
             else:
-                unit = dict(cwd=home, env=env, hidden=os.path.realpath(microsvc_root), writable=[final, home],
-                            readable=[wheelhouse] if wheelhouse else [], network=not wheelhouse)
+                cache = uv_cache(microsvc_root, uid) if use_uv else None
+                readable = ([wheelhouse] if wheelhouse else []) + ([os.path.dirname(uv)] if use_uv else [])
+                unit = dict(cwd=home, env=dict(env, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1") if use_uv else env,
+                            hidden=os.path.realpath(microsvc_root), writable=[final, home] + ([cache] if cache else []),
+                            readable=readable, network=not wheelhouse)
                 _run_unit(uid, argv, timeout, **unit)
                 req = os.path.join(home, "requirements.txt")
                 write_atomic(req, requirements, 0o644)
-                argv = [os.path.join(final, "bin", "python"), "-m", "pip", "install", "--requirement", req]
-                if wheelhouse:
-                    argv += ["--no-index", "--find-links", wheelhouse]
-                elif index_url:
-                    argv += ["--index-url", index_url]
-                _run_unit(uid, argv + list(extra_args), timeout, **unit)
+                argv = install_argv(final, req, requirements, wheelhouse, index_url, extra_args,
+                                    uv=uv if use_uv else None, cache=cache)
+                _run_unit(uid, argv, timeout, **unit)
             seal(final, python)
             write_atomic(os.path.join(final, MARKER),
                          json.dumps({"python_version": python_version, "key": key}, indent=2) + "\n")
@@ -307,7 +413,7 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
             raise
         finally:
             shutil.rmtree(home, ignore_errors=True)
-    return True
+    return installer
 
 
 def _rewrite(data, old, new):

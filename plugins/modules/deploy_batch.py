@@ -60,7 +60,10 @@ options:
     type: path
     default: /usr/local/sbin/microsvc-run
   pip:
-    description: C(source) (index or wheelhouse), C(index_url), C(extra_args) (a list).
+    description:
+      - C(source) (index or wheelhouse), C(index_url), C(extra_args) (a list of pip options).
+      - C(uv_member) and C(uv_version) - the bundle member holding the wheel of uv for this host and its version;
+        virtualenvs are installed with uv then (pip where it is missing or C(extra_args) are given).
     type: dict
     default: {}
   timeout:
@@ -113,9 +116,15 @@ services:
       C(env_changed), C(env_previous) (whether the previous environment is kept for a rollback),
       C(action) (what the vassal did), C(master_pid), C(first_deploy), and for a failed service what
       its recovery did (C(env_restored), C(rolled_back), C(stopped), C(recovery_error)); for a service
-      that migrated here, C(migrations) (C(pending), C(applied), C(lock), C(plan)).
+      that migrated here, C(migrations) (C(pending), C(applied), C(lock), C(plan)); for a service whose
+      virtualenv this batch built or copied, C(installer) (C(uv), C(pip), C(venv) without requirements, or
+      C(reused) when another build had made it).
   returned: always
   type: dict
+installer_note:
+  description: Why this batch installed virtualenvs with pip rather than uv (no uv wheel, or it could not be unpacked).
+  returned: when virtualenvs were built with pip for such a reason
+  type: str
 timings:
   description: Seconds spent in each step, for all services together.
   returned: always
@@ -195,6 +204,8 @@ class Deploy:
                       for name, svc in self.services.items()}
         self.timings = {}
         self.bundle = p["bundle"]
+        # Why the virtualenvs of this batch were installed with pip rather than uv, when they were.
+        self.uv_note = None
 
     # -- helpers -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -261,9 +272,6 @@ class Deploy:
         that needs it, then each service's own copy."""
         by_key = {}
         for svc in services:
-            if svc.get("wheelhouse_error"):
-                self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
-                continue
             by_key.setdefault(svc["venv"], []).append(svc)
         if by_key:
             try:
@@ -283,10 +291,13 @@ class Deploy:
                     with self.member(svc["wheelhouse_member"]) as member:
                         extract_tar(member, wheelhouse)
             try:
-                venvs.build(self.root, key, svc["python"], svc["python_version"], svc["requirements"],
-                            wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
-                            index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [],
-                            service_user=svc.get("user"))
+                installer = venvs.build(
+                    self.root, key, svc["python"], svc["python_version"], svc["requirements"],
+                    wheelhouse=os.path.join(wheelhouse, "wheelhouse") if wheelhouse else None,
+                    index_url=self.pip.get("index_url") or "", extra_args=self.pip.get("extra_args") or [],
+                    service_user=svc.get("user"), uv=uv if wheelhouse and venvs.wheels_only(wheelhouse) else None)
+                for each in by_key[key]:
+                    self.state[each["name"]]["installer"] = installer or "reused"
             finally:
                 if wheelhouse:
                     shutil.rmtree(wheelhouse, ignore_errors=True)
@@ -294,6 +305,7 @@ class Deploy:
                 venvs.install(self.root, key, os.path.join(each["root"], "venvs", key))
 
         started = time.time()
+        uv = self.uv() if any(svc.get("wheelhouse_member") for each in by_key.values() for svc in each) else None
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = {pool.submit(build, key): key for key in by_key}
             for future in concurrent.futures.as_completed(futures):
@@ -302,6 +314,21 @@ class Deploy:
                     for svc in by_key[futures[future]]:
                         self.fail(svc["name"], "virtualenv", exc)
         self.timings["virtualenv"] = round(time.time() - started, 3)
+
+    def uv(self):
+        """The uv binary the virtualenvs of this batch are installed with (taken once out of the
+        wheel the controller sent), or None: pip installs them then, and the report says why."""
+        member, version = self.pip.get("uv_member"), self.pip.get("uv_version")
+        if not member:
+            self.uv_note = "pip: the controller sent no uv wheel for this host%s" % (
+                ": " + self.pip["uv_problem"] if self.pip.get("uv_problem") else "")
+            return None
+        try:
+            with self.member(member) as wheel:
+                return venvs.ensure_uv(self.root, wheel, version)
+        except (venvs.VenvError, OSError, KeyError, tarfile.TarError) as exc:
+            self.uv_note = "pip: uv could not be installed: %s" % exc
+            return None
 
     def step_env(self, svc):
         writes, removes, kept = envfile.plan(svc["env_file"], "stage", self.env.get(svc["name"], ""))[:3]
@@ -416,6 +443,11 @@ class Deploy:
 
     # -- the whole batch -----------------------------------------------------------------------
     def run(self):
+        # What the controller could not get for a service's virtualenv (no wheel for the host, a
+        # hash that does not match) fails that service before anything of it changes on the host.
+        for svc in self.live():
+            if svc.get("wheelhouse_error"):
+                self.fail(svc["name"], "virtualenv", svc["wheelhouse_error"])
         self.each("layout", self.step_layout, self.live(), parallel=False)
         self.each("release", self.step_release, self.live(), parallel=True)
         self.step_venvs([s for s in self.live()
@@ -462,7 +494,8 @@ def main():
     with held:
         deploy = Deploy(module)
         results = deploy.run()
-    module.exit_json(changed=bool(results), services=results, timings=deploy.timings)
+    module.exit_json(changed=bool(results), services=results, timings=deploy.timings,
+                     **({"installer_note": deploy.uv_note} if deploy.uv_note else {}))
 
 
 if __name__ == "__main__":

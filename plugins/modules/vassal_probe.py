@@ -146,19 +146,33 @@ def trusted_interpreter(path):
         return False
 
 
-def python_version(path):
+# One run of the interpreter tells its version and what its virtualenv's wheels must fit: the
+# implementation, the machine and the C library it is linked with (the controller resolves the
+# requirements for exactly this).
+PY_FACTS = ("import platform, sys; print(sys.implementation.name, '%d.%d.%d' % sys.version_info[:3], "
+            "platform.machine(), *(platform.libc_ver()[:2] or ('', '')))")
+
+
+def python_facts(path):
+    """implementation, version, machine, libc and libc_version of a trusted interpreter, or None."""
     if not trusted_interpreter(path):
         return None
     if path not in _PY_CACHE:
+        facts = None
         try:
-            out = subprocess.run(
-                [path, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                capture_output=True, text=True, timeout=30, check=False,
-            )
-            _PY_CACHE[path] = out.stdout.strip() if out.returncode == 0 else None
+            out = subprocess.run([path, "-c", PY_FACTS], capture_output=True, text=True, timeout=30, check=False)
+            words = out.stdout.split()
+            if out.returncode == 0 and len(words) in (3, 5):
+                facts = dict(zip(("implementation", "version", "machine", "libc", "libc_version"), words + ["", ""]))
         except OSError:
-            _PY_CACHE[path] = None
+            pass
+        _PY_CACHE[path] = facts
     return _PY_CACHE[path]
+
+
+def python_version(path):
+    facts = python_facts(path)
+    return facts["version"] if facts else None
 
 
 def uwsgi_python(uwsgi):
@@ -204,6 +218,7 @@ def probe_service(svc, answer):
     venv_marker = read_json(os.path.join(root, "venvs", svc["venv"], VENV_MARKER))
     version = python_version(svc["python"])
     state["python_version"] = version
+    state["python_facts"] = python_facts(svc["python"])
     state["venv_present"] = bool(venv_marker) and venv_marker.get("python_version") == version
     if not state["venv_present"]:
         needs.append("virtualenv %s missing" % svc["venv"])

@@ -81,3 +81,28 @@ def test_vassal_starts_and_reloads_run_four_per_cpu_at_once(tmp_path, monkeypatc
     state = deploy.run()
     assert {name: s["msg"] for name, s in state.items() if not s["ok"]} == {}
     assert most[0] == 4
+
+
+def test_a_service_without_its_wheelhouse_fails_before_any_step_touches_the_host(tmp_path, monkeypatch):
+    """What the controller could not fetch (no wheel for the host, a hash that does not match) fails
+    that service at the virtualenv step before its account, release or anything else is made; the
+    other services of the batch go on."""
+    services = [dict(name=name, release="r1", venv="v1", python_version="3.11.2", root=str(tmp_path / name),
+                     ini_path="", ini_content="", stats_socket="", reload_file="") for name in ("good", "locked")]
+    services[1]["wheelhouse_error"] = "redis: the hash of redis-6.4.0-py3-none-any.whl (sha256:ab) is not one ..."
+    module = types.SimpleNamespace(params=dict(root=str(tmp_path), helper="/bin/false", migrate_helper="/bin/false", pip={},
+                                               timeout=5, concurrency=1, env={}, services=services, bundle=None))
+    touched = []
+    monkeypatch.setattr(deploy_batch.releases, "plan_switch",
+                        lambda root, release, keep=0: dict(previous="r0", current=release, changed=False))
+    monkeypatch.setattr(deploy_batch.vassal, "apply", lambda name, *_a, **_k: dict(action="chain-reload", master_pid=1))
+    monkeypatch.setattr(deploy_batch.venvs, "present", lambda *_args: True)
+    deploy = deploy_batch.Deploy(module)
+    for step in ("step_layout", "step_release", "step_env", "step_check"):
+        setattr(deploy, step, lambda svc, step=step: touched.append((step, svc["name"])))
+    state = deploy.run()
+    assert state["good"]["ok"] and not state["locked"]["ok"]
+    assert state["locked"]["step"] == "virtualenv"
+    assert state["locked"]["msg"].startswith("redis: the hash of redis-6.4.0")
+    assert not state["locked"]["switched"] and not state["locked"]["env_changed"]
+    assert [name for _step, name in touched] and all(name == "good" for _step, name in touched)

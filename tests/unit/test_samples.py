@@ -146,8 +146,12 @@ def test_layout_matches_deployment_entries():
         "Django>=5.2,<5.3"
     ]
     assert (SAMPLES / "service1" / "api" / "migrations" / "0001_initial.py").is_file()
-    for service in ("service2", "service3", "service4"):
+    for service in ("service2", "service3"):
         assert not (SAMPLES / service / "requirements.txt").exists(), service
+    # service4's is hash-locked: every requirement pinned and hashed, markers kept.
+    locked = (SAMPLES / "service4" / "requirements.txt").read_text()
+    assert "async-timeout==5.0.1 ; python_full_version < '3.11.3'" in locked
+    assert locked.count("--hash=sha256:") == 6
     assert (SAMPLES / "service2" / "app.py").is_file()
     assert (SAMPLES / "service3" / "wsgi.py").is_file()
     assert (SAMPLES / "service4" / "svc4" / "__init__.py").is_file()

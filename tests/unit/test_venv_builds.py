@@ -252,3 +252,102 @@ def test_the_legacy_shared_build_account_is_left_alone_unless_the_collection_mad
         (name, "x", 999, 999, "someone else's", "/", "/bin/sh")))
     assert venvs.retire_legacy_build_user() == []
     assert calls == []
+
+
+# --- the installer: uv when the controller sent it, pip otherwise ----------------------------------
+
+def test_install_argv_is_uvs_with_the_same_sources_and_hash_checks_as_pips():
+    locked = "redis==6.4.0 --hash=sha256:" + "0" * 64 + "\n"
+    argv = venvs.install_argv("/r/k1", "/h/req.txt", locked, wheelhouse="/w", uv="/t/uv", cache="/c")
+    assert argv[:3] == ["/t/uv", "pip", "install"]
+    assert argv[argv.index("--python") + 1] == "/r/k1/bin/python"
+    assert argv[argv.index("--link-mode") + 1] == "copy"  # never hard links into the cache: the seal refuses them
+    assert "--compile-bytecode" in argv and "--no-config" in argv
+    assert argv[-4:] == ["--require-hashes", "--no-index", "--find-links", "/w"]
+    pip = venvs.install_argv("/r/k1", "/h/req.txt", locked, index_url="https://mirror.example/simple")
+    assert pip[:4] == ["/r/k1/bin/python", "-m", "pip", "install"]
+    assert pip[-3:] == ["--require-hashes", "--index-url", "https://mirror.example/simple"]
+    assert "--require-hashes" not in venvs.install_argv("/r/k1", "/h/r", "redis==6.4.0\n", uv="/t/uv", cache="/c")
+    # The operator's pip options are pip's: pip installs then.
+    assert venvs.install_argv("/r/k1", "/h/r", "x\n", extra_args=["--no-compile"], uv="/t/uv", cache="/c")[1:3] == \
+        ["-m", "pip"]
+
+
+def _uv_wheel(path, version="0.13.9", body=b"#!uv\n", member=None):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member or "uv-%s.data/scripts/uv" % version, body)
+        archive.writestr("uv/__init__.py", "")
+    return path
+
+
+def test_uv_is_taken_out_of_its_wheel_once_root_owned_and_read_only(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the tools directory is made root-owned: run as root (as the tests in CI do)")
+    root = tmp_path / "www"
+    root.mkdir()
+    with open(_uv_wheel(tmp_path / "uv.whl"), "rb") as wheel:
+        binary = venvs.ensure_uv(str(root), wheel, "0.13.9")
+    assert binary == str(root / ".microsvc" / "tools" / "uv-0.13.9" / "uv")
+    st = os.lstat(binary)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
+    with open(binary, "rb") as handle:
+        assert handle.read() == b"#!uv\n"
+    assert sorted(os.listdir(os.path.dirname(binary))) == ["uv"]  # nothing else of the wheel
+    # Present: the wheel is not read again.
+    assert venvs.ensure_uv(str(root), None, "0.13.9") == binary
+
+
+@pytest.mark.parametrize("version, member, words", [
+    ("0.13.9; rm", None, "not a uv version"),
+    ("0.13.9", "uv-0.13.8.data/scripts/uv", "cannot be used"),
+])
+def test_a_wheel_that_is_not_the_expected_uv_is_refused(tmp_path, version, member, words):
+    if os.geteuid() != 0:
+        pytest.skip("the tools directory is made root-owned: run as root (as the tests in CI do)")
+    with open(_uv_wheel(tmp_path / "uv.whl", member=member), "rb") as wheel, \
+            pytest.raises(venvs.VenvError, match=words):
+        venvs.ensure_uv(str(tmp_path), wheel, version)
+
+
+def test_a_symlinked_tools_directory_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the tools directory is made root-owned: run as root (as the tests in CI do)")
+    (tmp_path / ".microsvc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / ".microsvc" / "tools")
+    with open(_uv_wheel(tmp_path / "uv.whl"), "rb") as wheel, pytest.raises(venvs.VenvError, match="is a symlink"):
+        venvs.ensure_uv(str(tmp_path), wheel, "0.13.9")
+    assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("sealing changes owners: run as root (as the tests in CI do)")
+    _no_accounts(monkeypatch)
+    monkeypatch.setattr(venvs.fsutil, "uid_of", lambda name: {"svc": 1234}[name])
+    monkeypatch.setattr(venvs, "stop_unit", lambda uid: None)
+    runs = []
+
+    def run_unit(uid, argv, timeout, **unit):
+        runs.append((argv, unit))
+        if argv[1:3] == ["-m", "venv"]:
+            os.mkdir(os.path.join(unit["writable"][0], "bin"))
+        return types.SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(venvs, "_run_unit", run_unit)
+    root = tmp_path / "www"
+    root.mkdir()
+    uv = str(root / ".microsvc" / "tools" / "uv-0.13.9" / "uv")
+    assert venvs.build(str(root), "k1", "/usr/bin/python3", "3.11.2", "flask==3.0\n", wheelhouse="/w",
+                       service_user="svc", uv=uv) == "uv"
+    (venv_argv, _), (install, unit) = runs
+    assert "--without-pip" in venv_argv
+    assert install[:3] == [uv, "pip", "install"]
+    cache = os.path.join(venvs.cache_dir(str(root)), ".uv-cache-%d" % (BASE + 1234))
+    assert unit["writable"][2:] == [cache] and install[install.index("--cache-dir") + 1] == cache
+    assert unit["readable"] == ["/w", os.path.dirname(uv)]
+    st = os.lstat(cache)
+    assert (st.st_uid, st.st_mode & 0o777) == (BASE + 1234, 0o700)
+    assert unit["env"]["UV_PYTHON_DOWNLOADS"] == "never" and unit["network"] is False

@@ -1,5 +1,6 @@
 """The converged host: gateway, emperor and the four sample services, seen from outside."""
 
+import json
 import os
 import sys
 
@@ -121,3 +122,41 @@ def test_wsgi_file_service_sees_the_stripped_prefix(host):
     assert resp["status"] == 200
     assert '"/api/service3"' in resp["body"]  # SCRIPT_NAME
     assert '"/echo"' in resp["body"]  # PATH_INFO
+
+
+# service4's requirements.txt is hash-locked and carries markers that differ between the
+# controller's Python and the host's: redis needs async-timeout below 3.11.3 (Debian 12 has 3.11.2),
+# typing-extensions is asked for on 3.13 (Debian 13). The virtualenv has what the host's Python needs.
+DEPS_PROBE = """
+import importlib, importlib.metadata as md, json, re, sys
+names = sorted({re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in md.distributions()} - {"pip", "setuptools"})
+for module in {"redis": "redis", "async-timeout": "async_timeout", "typing-extensions": "typing_extensions"}.items():
+    if module[0] in names:
+        importlib.import_module(module[1])
+print(json.dumps({"version": list(sys.version_info[:3]), "dists": names}))
+"""
+
+
+def test_dependencies_resolved_for_the_hosts_python_and_importable_as_the_service(host):
+    python = "/opt/www/service4/current/.venv/bin/python"
+    cmd = host.run("runuser -u service4 -- %s -c %s", python, DEPS_PROBE)
+    assert cmd.rc == 0, cmd.stderr
+    seen = json.loads(cmd.stdout)
+    version = tuple(seen["version"])
+    expected = {"redis"}
+    if version < (3, 11, 3):
+        expected.add("async-timeout")
+    if version >= (3, 13):
+        expected.add("typing-extensions")
+    assert set(seen["dists"]) == expected, seen
+
+
+def test_virtualenvs_from_a_wheels_only_wheelhouse_are_installed_by_uv_from_the_controller(host):
+    # The controller pushed uv's wheel with the bundle: root took its one binary out, root-owned.
+    uv = host.file("/opt/www/.microsvc/tools/uv-0.13.9/uv")
+    assert uv.is_file and uv.user == "root" and uv.mode == 0o755
+    # uv installs into a virtualenv without pip of its own; its cache is the build uid's alone.
+    python = "/opt/www/service4/current/.venv/bin/python"
+    assert host.run("%s -c 'import pip'" % python).rc != 0
+    caches = host.check_output("find /opt/www/.microsvc/venvs -maxdepth 1 -name '.uv-cache-*' -printf '%u %m\\n'")
+    assert caches and all(line.split()[1] == "700" and line.split()[0] != "root" for line in caches.splitlines())

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Adding a Django + Celery + redis service to a converged host: the whole `site.yml` run, timed.
+
+Runs against a container that the demo's four services were converged into (the `default`
+scenario's, e.g. after `MICROSVC_DEFAULT_NAME=microsvc-deps-default molecule converge -s default`),
+over docker, with the demo inventory's settings (wheelhouse mode):
+
+1. a no-change run (the baseline, and the controller's plan caches warm);
+2. the same list plus `shop` (service1's Django code, `celery[redis]` added to its requirements):
+   the controller resolves and downloads its wheelhouse (cold: its cache is this run's own), the
+   host builds its virtualenv with uv, and the service goes live;
+3. plus `shop2`, the same code and requirements (the controller's wheelhouse cached, the host's
+   virtualenv built once already: copied).
+
+    python benchmarks/add_service.py microsvc-deps-default     # appends to benchmarks/venv_speed.md
+
+Goal: adding such a service to a converged host in at most 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.dirname(sys.executable)
+RESULTS = os.path.join(ROOT, "benchmarks", "venv_speed.md")
+PERFORMANCE = os.path.join(ROOT, "docs", "performance.md")
+GOAL = 10.0
+
+
+def shop(name):
+    return {"name": name, "source": os.path.join(ROOT, "samples", "service1"), "module": "service1.wsgi",
+            "django": {"settings": "service1.settings"}, "env": {"DJANGO_ALLOWED_HOSTS": "*"},
+            "requirements": ["celery[redis]>=5.5,<5.6"], "health": {"path": "health/", "body": '"status": "ok"'}}
+
+
+def run(inventory, extra, cache):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
+               MICROSVC_SAMPLES_DIR=os.path.join(ROOT, "samples"), PATH=BIN + os.pathsep + os.environ["PATH"],
+               ANSIBLE_PIPELINING="true")
+    with open(os.path.join(os.path.dirname(inventory), "extra.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(dict(extra, microsvc_cache_dir=cache, uwsgi_vassal_cache_dir=cache), handle)
+    started = time.monotonic()
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inventory, os.path.join(ROOT, "playbooks", "site.yml"),
+                           "-e", "@" + os.path.join(os.path.dirname(inventory), "extra.yml")],
+                          capture_output=True, text=True, env=env, check=False, cwd=ROOT)
+    took = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit("site.yml failed:\n%s" % proc.stdout[-4000:])
+    return took
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("container")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="microsvc-add-")
+    try:
+        shutil.copytree(os.path.join(ROOT, "inventories", "demo", "group_vars"), os.path.join(work, "group_vars"))
+        inventory = os.path.join(work, "hosts.yml")
+        with open(inventory, "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"all": {"hosts": {args.container: {"ansible_connection": "community.docker.docker",
+                                                                 "ansible_python_interpreter": "/usr/bin/python3"}}}},
+                           handle)
+        with open(os.path.join(work, "group_vars", "all", "services.yml"), encoding="utf-8") as handle:
+            text = handle.read().replace("{{ microsvc_samples_dir }}", os.path.join(ROOT, "samples"))
+        services = yaml.safe_load(text)["microsvc_services"]
+        cache = os.path.join(work, "cache")
+        baseline = run(inventory, {"microsvc_services": services}, cache)
+        first = run(inventory, {"microsvc_services": services + [shop("shop")]}, cache)
+        second = run(inventory, {"microsvc_services": services + [shop("shop"), shop("shop2")]}, cache)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    verdict = "met" if first <= GOAL else "**not met**"
+    summary = ("adding a Django + Celery + redis service to a converged host: %.1f s (controller's wheelhouse cache "
+               "cold), %.1f s for a second one with the same requirements; no-change run %.1f s (target <= 10 s: %s)"
+               % (first, second, baseline, verdict))
+    with open(RESULTS, encoding="utf-8") as handle:
+        text = handle.read()
+    text = re.sub(r"\n## Adding a service.*", "", text, flags=re.DOTALL)
+    text += ("\n## Adding a service to a converged host\n\n`python benchmarks/add_service.py %s`: the whole "
+             "`site.yml` run over docker, the demo's four services converged there first.\n\n- %s.\n"
+             % (args.container, summary))
+    with open(RESULTS, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    with open(PERFORMANCE, encoding="utf-8") as handle:
+        perf = handle.read()
+    perf = re.sub(r"(<!-- venv:start -->\n- [^\n]*\n)(?:- adding[^\n]*\n)?", lambda m: m.group(1) + "- %s\n" % summary,
+                  perf)
+    with open(PERFORMANCE, "w", encoding="utf-8") as handle:
+        handle.write(perf)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
