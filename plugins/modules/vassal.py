@@ -122,7 +122,7 @@ removed_units:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, units, vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, deploy_lock, units, vassal
 
 
 def main():
@@ -155,6 +155,8 @@ def main():
                 with deploy_lock.Held(p["lock"], [p["name"]]):
                     changed = vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], p["timeout"],
                                           p["name"])
+                    # A service no longer listed may have been an ASGI one: its web slots go too.
+                    changed = asgi.stop(p["name"], asgi.unit_path(p["name"]), p["timeout"]) or changed
             module.exit_json(changed=changed or bool(removed_units), action="stop" if changed else "none",
                              removed_units=removed_units)
         action, live, old, master = vassal.decide(p["ini_path"], p["ini_content"], p["stats_socket"],

@@ -346,8 +346,9 @@ def _label(index, item):
 def _interface_fields(interface, item):
     """(field, message) for each field of a service's own entry that its interface does not use."""
     if interface == "asgi":
-        return [(key, "not used by an ASGI service (interface: asgi): it is a setting of uWSGI, which does not run "
-                 "it; remove it, or set interface: wsgi") for key in WSGI_ONLY if key in item]
+        msg = ("not used by an ASGI service (interface: asgi): it is a setting of uWSGI, which does not run it; "
+               "remove it, or set interface: wsgi")
+        return [(key, msg) for key in WSGI_ONLY if key in item]
     return [(key, "only for an ASGI service (interface: asgi); this service is WSGI (interface: %s)" % interface)
             for key in ASGI_ONLY if key in item]
 
@@ -752,6 +753,10 @@ class Planner:
         # Every path of the service, from the host layout's one definition (module_utils/paths.py).
         paths = service_paths(self.root, name)
         paths["socket"] = svc.get("socket") or paths["socket"]
+        if svc["interface"] == "asgi":
+            # The gateway's address of an ASGI service: root's link to its live slot's socket
+            # (module_utils/asgi.py), in the root-owned service directory.
+            paths["socket"] = paths["root"] + "/asgi.sock"
         svc.update(paths)
         # The TCP port (used only on app hosts apart from the gateway) is set for the whole
         # list at once, in _assign_ports.

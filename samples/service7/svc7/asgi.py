@@ -17,7 +17,7 @@ if os.environ.get("ASGI_BROKEN"):
 
 async def index(request):
     return JSONResponse({
-        "service": "service6",
+        "service": "service7",
         "framework": "starlette",
         "release": os.environ.get("MICROSVC_RELEASE", ""),
         "greeting": os.environ.get("GREETING", ""),
@@ -27,7 +27,7 @@ async def index(request):
 
 
 async def health(request):
-    return JSONResponse({"status": "ok", "service": "service6"})
+    return JSONResponse({"status": "ok", "service": "service7"})
 
 
 async def echo(websocket):
