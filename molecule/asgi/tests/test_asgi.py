@@ -32,9 +32,9 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def code(workdir):
     base = workdir / "code"
-    for name in ("service2", "service7"):
+    for name in ("service1", "service2", "service7"):
         shutil.copytree(os.path.join(PROJECT, "samples", name), base / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+                        ignore=shutil.ignore_patterns("__pycache__", "data-local"))
     return base
 
 
@@ -51,7 +51,10 @@ def services(code, **asgi):
             "module": "svc7.asgi:application", "processes": 2, "websocket_grace": 3,
             "health": {"path": "health", "body": '"status":"ok"'}}
     svc7.update(asgi)
-    return [{"name": "service2", "source": str(code / "service2"), "module": "app", "health": {"path": "health"}},
+    return [{"name": "service1", "source": str(code / "service1"), "interface": "asgi",
+             "module": "service1.asgi:application", "django": {"settings": "service1.settings"},
+             "env": {"DJANGO_ALLOWED_HOSTS": "*"}, "health": {"path": "health/", "body": '"status": "ok"'}},
+            {"name": "service2", "source": str(code / "service2"), "module": "app", "health": {"path": "health"}},
             svc7]
 
 
@@ -72,9 +75,10 @@ def slot_pids(host):
     out = {}
     for slot in (1, 2):
         unit = "microsvc-service7.web@%d.service" % slot
-        show = host.run("systemctl show -p ActiveState,MainPID --value %s" % unit).stdout.split()
-        if show and show[0] == "active":
-            out[unit] = int(show[1])
+        show = dict(line.partition("=")[::2] for line in
+                    host.run("systemctl show -p ActiveState,MainPID %s" % unit).stdout.splitlines())
+        if show.get("ActiveState") == "active":
+            out[unit] = int(show["MainPID"])
     return out
 
 
@@ -95,6 +99,19 @@ def test_http_through_the_gateway_with_the_prefix(host, wsgi_master):
     # A path outside the app's routes is the app's 404, not the gateway's.
     assert http(host, "/api/service7/nothing-here")["status"] == 404
     assert master_pid(host, "service2") == wsgi_master
+
+
+def test_django_over_asgi_reverses_and_serves_static_files_under_its_route(host):
+    resp = http(host, "/api/service1/")
+    assert resp["status"] == 200, resp
+    links = json.loads(resp["body"])["links"]
+    # reverse() takes the route from the ASGI root_path (Django's SCRIPT_NAME).
+    assert links["health"] == "/api/service1/health/", links
+    assert http(host, "/api/service1/go/")["headers"]["Location"] == "/api/service1/"
+    # collectstatic ran; nginx serves the files itself, as for a WSGI service.
+    static = http(host, "/api/service1/static/api/style.css")
+    assert static["status"] == 200 and "service1 sample stylesheet" in static["body"], static
+    assert json.loads(http(host, "/api/service1/health/")["body"])["status"] == "ok"
 
 
 def test_a_client_request_id_is_replaced_and_forwarded_headers_are_the_gateways(host):
