@@ -45,7 +45,7 @@ async def hold_one(args, index, results):
             while not os.path.exists(args.stop_file):
                 try:
                     await asyncio.wait_for(ws.recv(), 0.3)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
             entry["end"] = "open"
     except ConnectionClosed as exc:
@@ -60,7 +60,7 @@ async def hold(args):
     while len([r for r in results.values() if r["echo"] or r["end"]]) < args.count:
         await asyncio.sleep(0.1)
     if args.ready_file:
-        open(args.ready_file, "w").close()
+        os.close(os.open(args.ready_file, os.O_WRONLY | os.O_CREAT, 0o644))
     await asyncio.gather(*tasks)
     return {"connections": [results[i] for i in range(args.count)]}
 

@@ -60,7 +60,7 @@ def read_meta(text):
             words = line[len(WEB_MARKER):].split()
             meta = dict(w.partition("=")[::2] for w in words[1:] if "=" in w)
             meta["service"] = words[0] if words else ""
-            if not re.fullmatch(NAME, meta["service"]):
+            if not re.fullmatch(NAME, meta["service"]) or any("=" not in w for w in words[1:]):
                 break
             if not re.fullmatch(r"/[A-Za-z0-9_./-]{1,80}", meta.get("root", "")) or ".." in meta["root"]:
                 break

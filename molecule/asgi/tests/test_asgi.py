@@ -64,8 +64,9 @@ def deploy(workdir, step, service_list):
 
 
 def ws(host, *args):
-    put = host.run("test -f /tmp/wsclient.py || cat > /tmp/wsclient.py <<'MICROSVC_EOF'\n%sMICROSVC_EOF"
-                   % open(WSCLIENT, encoding="utf-8").read())
+    with open(WSCLIENT, encoding="utf-8") as handle:
+        script = handle.read()
+    put = host.run("test -f /tmp/wsclient.py || cat > /tmp/wsclient.py <<'MICROSVC_EOF'\n%sMICROSVC_EOF" % script)
     assert put.rc == 0, put.stderr
     return host.run("%s /tmp/wsclient.py %s" % (VENV_PYTHON, " ".join(args)))
 
