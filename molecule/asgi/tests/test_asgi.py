@@ -108,7 +108,8 @@ def test_django_over_asgi_reverses_and_serves_static_files_under_its_route(host)
     links = json.loads(resp["body"])["links"]
     # reverse() takes the route from the ASGI root_path (Django's SCRIPT_NAME).
     assert links["health"] == "/api/service1/health/", links
-    assert http(host, "/api/service1/go/")["headers"]["Location"] == "/api/service1/"
+    go = {k.lower(): v for k, v in http(host, "/api/service1/go/")["headers"].items()}
+    assert go["location"] == "/api/service1/", go
     # collectstatic ran; nginx serves the files itself, as for a WSGI service.
     static = http(host, "/api/service1/static/api/style.css")
     assert static["status"] == 200 and "service1 sample stylesheet" in static["body"], static
@@ -211,8 +212,17 @@ def test_a_release_that_does_not_import_never_goes_live(host, workdir, code, wsg
     assert master_pid(host, "service2") == wsgi_master
 
 
+def test_status_reports_the_asgi_server(host, workdir, code):
+    inv = write_inventory(str(workdir / "inv-status"), HOST, services(code))
+    rc, out = run_playbook(inv, "playbooks/status.yml")
+    assert rc == 0, out
+    # Its health through the gateway, and its two uvicorn processes (no stats socket to read).
+    line = next(line for line in out.splitlines() if "service7" in line and "/api/service7/" in line)
+    assert "ok 200" in line and "2/2" in line, line
+
+
 def test_removal_and_purge_leave_nothing_behind(host, workdir, code, wsgi_master):
-    rc, out = deploy(workdir, "purge", [services(code)[0], {"name": "service7", "state": "absent", "purge": True}])
+    rc, out = deploy(workdir, "purge", services(code)[:2] + [{"name": "service7", "state": "absent", "purge": True}])
     assert rc == 0, out
     assert http(host, "/api/service7/")["status"] == 404
     assert not host.file(ROOT).exists
