@@ -80,11 +80,13 @@ demo-clean:
 	docker rm -f microsvc-demo >/dev/null 2>&1 || true
 
 # run.py: the containers' benchmarks (benchmarks/results.md); plan_scale.py: the validation play
-# at 1 and 100 never-contacted hosts next to a trivial play (benchmarks/plan_scale.md).
+# at 1 and 100 never-contacted hosts next to a trivial play (benchmarks/plan_scale.md); asgi.py:
+# the gateway to an ASGI service against the same server directly (benchmarks/asgi.md).
 bench: venv images
 	$(BIN)/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/plan_scale.py
+	$(BIN)/python benchmarks/asgi.py
 
 clean:
 	rm -rf dist .pytest_cache
