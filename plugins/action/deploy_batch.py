@@ -81,7 +81,9 @@ def module_service(work, svc, migrate, protected_group=""):
         release=work["release"], venv=work["venv"], python=work["python"],
         python_version=work.get("python_version") or "", requirements=work.get("requirements") or "",
         ini_path=work["ini_path"], ini_content=work["ini_content"], stats_socket=svc["stats_socket"],
-        reload_file=svc["reload_file"], log_file=svc["uwsgi_log"],
+        reload_file=svc["reload_file"], interface=svc.get("interface") or "wsgi",
+        # An ASGI server's output: its web log in shared/log, opened by microsvc-run as the service's user.
+        log_file=svc["log_dir"] + "/web.log" if svc.get("interface") == "asgi" else svc["uwsgi_log"],
         remove_sockets=[svc["stats_socket"], svc["socket"]],
         keep_releases=svc["keep_releases"], first_deploy=bool(work.get("first_deploy")),
         marker={"service": svc["name"], "source": work.get("source"), "revision": work.get("revision")},

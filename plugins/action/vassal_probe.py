@@ -9,6 +9,7 @@ Task arguments:
   listed:        every name in the list
   vassals_dir:   the emperor's vassals directory
   ini_template:  template of the vassal ini (rendered with __uwsgi_vassal_svc)
+  web_template:  template of an ASGI service's web unit (its counterpart of the ini)
   env_template:  template of the environment file (only its checksum leaves this plugin)
   force:         deploy every selected service even when nothing differs
   plugin_python: the uWSGI plugin's Python version (x.y.z) for the per-service check, when known
@@ -126,7 +127,8 @@ def removals(probed, absent, vassals_dir, root):
     for name in probed.get("absent_leftovers", []):
         svc = by_name[name]
         out.append(dict(name=name, purge=svc["purge"], reason="state absent", root=svc["root"], socket=svc["socket"],
-                        stats_socket=svc["stats_socket"], ini_path=ini_path(vassals_dir, name)))
+                        stats_socket=svc["stats_socket"],
+                        ini_path=ini_path(vassals_dir, name, svc.get("interface") or "wsgi")))
     for name in probed.get("unlisted", []):
         if re.fullmatch(NAME_PATTERN, name) and name not in by_name:
             paths = service_paths(root, name)
@@ -149,11 +151,13 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("service '%s': its source was not prepared by the plan (run site.yml)"
                                     % svc["name"])
         venv = venv_key(svc["python"] or default_python, artifact["requirements"])
-        svc_vars = {"__uwsgi_vassal_svc": svc}
-        ini = renderer.render(args["ini_template"], extra_vars=svc_vars)
+        svc_vars = {"__uwsgi_vassal_svc": svc, "__uwsgi_vassal_slice": units.slice_name(svc["name"])}
+        # An ASGI service's counterpart of the vassal ini is its web unit (module_utils/asgi.py).
+        asgi = svc.get("interface") == "asgi"
+        ini = renderer.render(args["web_template"] if asgi else args["ini_template"], extra_vars=svc_vars)
         env = renderer.render(args["env_template"], extra_vars=svc_vars)
         return dict(artifact, venv=venv, release=release_id(artifact["digest"], venv), name=svc["name"],
-                    python=svc["python"] or default_python, ini_path=ini_path(args["vassals_dir"], svc["name"]),
+                    python=svc["python"] or default_python, ini_path=ini_path(args["vassals_dir"], svc["name"], svc.get("interface") or "wsgi"),
                     ini_content=ini, ini_sha1=_sha1(ini), env_sha1=_sha1(env),
                     units=render_units(renderer, svc, once_here, args.get("unit_templates")))
 
@@ -181,7 +185,7 @@ class ActionModule(ActionBase):
                            protected=bool(s.get("accel_redirect")) and boolean(args.get("protected") or False))
                       for s in services],
             absent=[dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
-                         ini_path=ini_path(vassals_dir, s["name"])) for s in absent],
+                         ini_path=ini_path(vassals_dir, s["name"], s.get("interface") or "wsgi")) for s in absent],
         )
         probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
                                       task_vars=task_vars)

@@ -130,8 +130,10 @@ def switched(deployed):
 
 def _vassal_fields(svc, vassals_dir):
     return dict(name=svc["name"], root=svc["root"], group=svc["group"], env_file=svc["env_file"],
-                ini_path=ini_path(vassals_dir, svc["name"]), stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
-                log_file=svc["uwsgi_log"], log_dir=svc["log_dir"],
+                ini_path=ini_path(vassals_dir, svc["name"], svc.get("interface") or "wsgi"),
+                stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
+                log_file=svc["log_dir"] + "/web.log" if svc.get("interface") == "asgi" else svc["uwsgi_log"],
+                log_dir=svc["log_dir"],
                 remove_sockets=[svc["stats_socket"], svc["socket"]])
 
 

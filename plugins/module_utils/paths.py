@@ -16,6 +16,7 @@ VENV_MARKER = ".microsvc-venv"         # in venvs/<key>/: the virtualenv is comp
 SERVICE_MARKER = ".microsvc-service"   # in <root>/<name>/: the directory is the collection's
 HISTORY = ".history"                   # in releases/: the releases that went live, oldest first
 INI_MARKER = "; microsvc-service:"     # first lines of a vassal ini the collection wrote
+WEB_UNITS_DIR = "/etc/systemd/system"  # an ASGI service's web unit
 
 
 def service_paths(microsvc_root, name):
@@ -47,6 +48,9 @@ def service_paths(microsvc_root, name):
     }
 
 
-def ini_path(vassals_dir, name):
-    """The vassal ini of a service in the emperor's directory."""
+def ini_path(vassals_dir, name, interface="wsgi"):
+    """The vassal ini of a service in the emperor's directory; an ASGI service's counterpart is its
+    web unit (module_utils/asgi.py)."""
+    if interface == "asgi":
+        return posixpath.join(WEB_UNITS_DIR, "microsvc-%s.web@.service" % name)
     return posixpath.join(vassals_dir, name + ".ini")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 from ansible_collections.microsvc.deploy.plugins.module_utils.uwsgi_stats import (
     NotRunning,
@@ -88,7 +88,13 @@ def wait(stats_socket, action, old, timeout, log_file=None, name=""):
 
 def apply(name, ini_path, ini_content, stats_socket, reload_file, code_changed=False, config_changed=False,
           timeout=90, log_file=None):
-    """Decide, act and wait; returns a result dict (action, old_workers, new_workers, master_pid)."""
+    """Decide, act and wait; returns a result dict (action, old_workers, new_workers, master_pid).
+    An ASGI service (its "ini" is its web unit) starts its new release next to the old (asgi.py)."""
+    if asgi.is_web_unit(ini_path):
+        try:
+            return asgi.apply(name, ini_path, ini_content, code_changed, config_changed, timeout, log_file)
+        except asgi.AsgiError as exc:
+            raise VassalError(str(exc)) from None
     action, live, old, master = decide(ini_path, ini_content, stats_socket, code_changed, config_changed)
     if action == "none":
         return dict(action="none", old_workers=old, new_workers=old, master_pid=master)
@@ -106,7 +112,10 @@ def stopped(stats_socket):
 
 def stop(ini_path, stats_socket, remove_sockets, timeout=90, name=""):
     """Remove the ini (the emperor stops the vassal), wait until nothing listens on its stats
-    socket, then remove its sockets. Returns False when there was nothing to do."""
+    socket, then remove its sockets. Returns False when there was nothing to do. An ASGI service's
+    slots, units, sockets and link go together (asgi.py)."""
+    if asgi.is_web_unit(ini_path):
+        return asgi.stop(name, ini_path, timeout)
     if not [p for p in [ini_path] + list(remove_sockets) if os.path.lexists(p)]:
         return False
     if os.path.exists(ini_path):

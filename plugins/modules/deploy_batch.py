@@ -163,7 +163,7 @@ if module:
 else:
     app = runpy.run_path(file).get("application")
 if not callable(app):
-    raise SystemExit("no callable WSGI application in %s" % (module or file))
+    raise SystemExit("no callable application in %s" % (module or file))
 """
 
 
@@ -258,7 +258,8 @@ class Deploy:
         layout.ensure_account(svc["user"], svc["root"], svc["group"], comment="microsvc service %s" % svc["name"])
         layout.ensure_tree(layout.service_directories(svc, self.root), svc["group"])
         layout.ensure_marker(os.path.join(svc["root"], paths.SERVICE_MARKER), svc["name"])
-        layout.ensure_uwsgi_log(svc.get("log_file"), svc["user"])
+        if svc.get("interface") != "asgi":  # an ASGI server's log is the service's own (shared/log)
+            layout.ensure_uwsgi_log(svc.get("log_file"), svc["user"])
 
     def step_release(self, svc):
         if not svc.get("archive_member"):

@@ -124,7 +124,7 @@ removed_units:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, units, vassal
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, deploy_lock, units, vassal
 
 AFTER_SLICE_STOP = 10  # seconds for the stats socket to go quiet once the service's slice is stopped
 
@@ -140,6 +140,8 @@ def stop_then_remove_units(p):
                                         p["name"]), None
     except vassal.VassalError as exc:
         changed, leftover = True, exc
+    # A service no longer listed may have been an ASGI one: its web slots go too.
+    changed = asgi.stop(p["name"], asgi.unit_path(p["name"]), p["timeout"]) or changed
     removed_units = units.remove_all(p["name"], p["units_dir"])
     if leftover is not None:
         vassal.stop(p["ini_path"], p["stats_socket"], p["remove_sockets"], AFTER_SLICE_STOP, p["name"])

@@ -108,7 +108,7 @@ import os
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import units
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, units
 from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import (
     group_exists,
     read_json,
@@ -238,10 +238,16 @@ def probe_service(svc, answer):
         if not os.path.isdir(os.path.join(root, sub)):
             needs.append("directory %s missing" % sub)
             break
-    stats = summary(answer.stats)
-    state["running"] = stats["running"]
-    state["master_pid"] = stats.get("master_pid")
-    state["stats_error"] = answer.reason
+    if answer is None:  # an ASGI service: its live slot's server
+        slot, pid = asgi.running(svc["name"], root)
+        state.update(running=slot is not None, master_pid=pid, stats_error=None)
+        if slot is None and state["ini_present"]:
+            needs.append("ASGI server not running")
+    else:
+        stats = summary(answer.stats)
+        state["running"] = stats["running"]
+        state["master_pid"] = stats.get("master_pid")
+        state["stats_error"] = answer.reason
     state["needs"] = needs
     history = read_json(os.path.join(root, "releases", HISTORY)) or []
     state["history"] = history
@@ -284,8 +290,10 @@ def main():
     )
     p = module.params
     # Every stats socket at once, each as its service's user and bounded in time and size.
-    answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]])
-    services = {svc["name"]: probe_service(svc, answers[svc["name"]]) for svc in p["services"]}
+    # An ASGI service has no stats socket: its state comes from systemd (asgi.running).
+    answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]
+                         if not asgi.is_web_unit(svc["ini_path"])])
+    services = {svc["name"]: probe_service(svc, answers.get(svc["name"])) for svc in p["services"]}
     owned = units.owned(p["units_dir"])
     wants_units = any((svc.get("units") or {}).get("files") for svc in p["services"])
     try:
@@ -295,7 +303,8 @@ def main():
     for svc in p["services"]:
         services[svc["name"]]["unit_needs"] = probe_units(svc, owned, loaded, p["units_dir"])
 
-    unlisted = [name for name in written_vassals(p["vassals_dir"], p["marker"]) if name not in p["listed"]]
+    unlisted = [name for name in written_vassals(p["vassals_dir"], p["marker"]) + asgi.written(p["units_dir"])
+                if name not in p["listed"]]
     # A service whose units remain but whose vassal is gone (a failed first deploy, a removal cut short).
     unlisted += sorted(name for name in owned if name not in p["listed"] and name not in unlisted)
 

@@ -62,7 +62,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import units, uwsgi_stats
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, units, uwsgi_stats
 
 
 def rss_kb(pid, uid=None):
@@ -91,6 +91,15 @@ def uptime_s(pid):
         return None
 
 
+def fsutil_uid(user):
+    try:
+        import pwd
+
+        return pwd.getpwnam(user).pw_uid
+    except (KeyError, TypeError):
+        return None
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(services=dict(type="list", elements="dict", required=True),
@@ -103,14 +112,28 @@ def main():
     # Every service's stats at once, each as its own user and bounded: a service that answers
     # garbage or nothing costs its own line a few seconds, never the others'.
     answers = uwsgi_stats.read_many([(svc["name"], svc["stats_socket"], svc.get("user"), svc.get("group"))
-                                     for svc in module.params["services"]])
+                                     for svc in module.params["services"] if svc.get("interface") != "asgi"])
     for svc in module.params["services"]:
         link = os.path.join(svc["root"], "current")
         release = os.path.basename(os.readlink(link)) if os.path.islink(link) else None
-        answer = answers[svc["name"]]
-        stats = answer.stats
-        entry = dict(release=release, running=stats is not None, stats_error=answer.reason, master_pid=None,
-                     workers=0, accepting=0, requests=0, rss_kb=0, uptime_s=None, processes=[], schedules=[])
+        answer = answers.get(svc["name"])
+        stats = answer.stats if answer else None
+        entry = dict(release=release, running=stats is not None, stats_error=answer.reason if answer else None,
+                     master_pid=None, workers=0, accepting=0, requests=0, rss_kb=0, uptime_s=None, processes=[],
+                     schedules=[])
+        if answer is None:
+            # An ASGI service: its live slot's server (systemd's main pid, counted only when it is
+            # the service's process), its processes and their memory; no request count.
+            try:
+                _slot, pid = asgi.running(svc["name"], svc["root"])
+            except units.UnitsError:
+                pid = None
+            uid = fsutil_uid(svc.get("user"))
+            if pid and uwsgi_stats.owned_pid(pid, uid):
+                children = [c for c in units.descendants(pid) if uwsgi_stats.owned_pid(c, uid)]
+                entry.update(running=True, master_pid=pid, workers=len(children) or 1,
+                             accepting=len(children) or 1, uptime_s=uptime_s(pid),
+                             rss_kb=rss_kb(pid, uid) + sum(rss_kb(c, uid) for c in children))
         if svc["name"] in owned:
             try:
                 procs = units.status(svc["name"], module.params["units_dir"], now=now,

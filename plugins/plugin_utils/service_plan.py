@@ -193,6 +193,8 @@ FIELD_CHECKS = {
     "health.delay": Int(0, 60),
     "client_max_body_size": size_check(),
     "read_timeout": Int(1, 86400),
+    "websocket_timeout": Int(1, 86400),
+    "websocket_grace": Int(1, 3600),
     "send_timeout": Int(1, 86400),
     "rate_limit.rate": Str(r"[1-9][0-9]{0,5}r/[sm]", "an nginx rate such as 10r/s or 600r/m (at most 999999)",
                            12),
@@ -294,6 +296,16 @@ FIELD_CHECKS["port"] = ServicePort()
 # Fields that make no sense as a default shared by all services.
 PER_SERVICE_ONLY = ("name", "route", "source")
 
+# Fields that only one interface uses: given in a service's own entry for the other, they are
+# refused (from microsvc_service_defaults they apply only to the services of their interface).
+ASGI_ONLY = ("websocket_timeout", "websocket_grace")
+WSGI_ONLY = ("wsgi_file", "socket", "threads", "harakiri", "max_requests", "buffer_size", "uwsgi_options",
+             "accel_redirect")
+# The ASGI server the plan adds to an ASGI service's requirements (its virtualenv, built from the
+# wheelhouse like the rest): uvicorn, with httptools for HTTP and websockets for WebSockets.
+# Why uvicorn: roles/uwsgi_vassal/README.md, "ASGI services".
+ASGI_SERVER_REQUIREMENTS = ("uvicorn==0.55.0", "httptools==0.9.0", "websockets==17.4")
+
 _MISSING = object()
 
 
@@ -329,6 +341,16 @@ def _label(index, item):
     if isinstance(name, str) and name:
         return "service #%d (name %s)" % (index + 1, show(name))
     return "service #%d (no valid name)" % (index + 1)
+
+
+def _interface_fields(interface, item):
+    """(field, message) for each field of a service's own entry that its interface does not use."""
+    if interface == "asgi":
+        msg = ("not used by an ASGI service (interface: asgi): it is a setting of uWSGI, which does not run it; "
+               "remove it, or set interface: wsgi")
+        return [(key, msg) for key in WSGI_ONLY if key in item]
+    return [(key, "only for an ASGI service (interface: asgi); this service is WSGI (interface: %s)" % interface)
+            for key in ASGI_ONLY if key in item]
 
 
 def _unknown_keys(item, spec, prefix=""):
@@ -590,6 +612,10 @@ class Planner:
             errors.append("%s: field '%s': %s" % (label, field, msg))
         if len(errors) > before:
             return None
+        for field, msg in _interface_fields(svc["interface"], known):
+            errors.append("%s: field '%s': %s" % (label, field, msg))
+        if len(errors) > before:
+            return None
         self._check_item(label, svc, errors)
         if len(errors) > before:
             return None
@@ -707,11 +733,18 @@ class Planner:
             if kind == "archive" and src.get("path") and not re.search(r"\.(tar\.gz|tgz|tar|zip)\Z",
                                                                        src["path"]):
                 bad("source.path", "%s is not a .tar.gz, .tgz, .tar or .zip archive" % show(src["path"]))
-        if bool(svc.get("module")) == bool(svc.get("wsgi_file")):
+        if svc["interface"] == "asgi" and not svc.get("module"):
+            bad("module", "required for an ASGI service (interface: asgi): the application as "
+                "'package.module:attribute', e.g. 'myproject.asgi:application'")
+        elif bool(svc.get("module")) == bool(svc.get("wsgi_file")):
             bad("module", "exactly one of 'module' and 'wsgi_file' is required for a present service")
 
     def _complete(self, svc):
         name = svc["name"]
+        if svc["interface"] == "asgi":
+            # The ASGI server goes into the service's virtualenv with its own requirements.
+            svc["requirements"] = list(svc["requirements"]) + list(ASGI_SERVER_REQUIREMENTS)
+            svc["websocket_timeout"] = svc.get("websocket_timeout") or svc.get("read_timeout") or 3600
         route = svc.get("route") or "%s%s/" % (self.route_prefix, name)
         svc["route"] = route
         svc["script_name"] = route.rstrip("/")
@@ -720,6 +753,10 @@ class Planner:
         # Every path of the service, from the host layout's one definition (module_utils/paths.py).
         paths = service_paths(self.root, name)
         paths["socket"] = svc.get("socket") or paths["socket"]
+        if svc["interface"] == "asgi":
+            # The gateway's address of an ASGI service: root's link to its live slot's socket
+            # (module_utils/asgi.py), in the root-owned service directory.
+            paths["socket"] = paths["root"] + "/asgi.sock"
         svc.update(paths)
         # The TCP port (used only on app hosts apart from the gateway) is set for the whole
         # list at once, in _assign_ports.

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""make bench, ASGI rows: the gateway in front of an ASGI service against the same ASGI server
+reached directly, side by side in one run, inside the asgi scenario's container against its own
+loopback; writes benchmarks/asgi.md.
+
+1. HTTP: requests/s with wrk at 16 connections (GET of the Starlette sample's health endpoint),
+   through the gateway (nginx -> root's link -> the live slot's unix socket -> uvicorn) and
+   directly: the same launcher, app and number of processes, started by this script on a
+   loopback TCP port (wrk does not speak unix sockets; loopback TCP costs the direct side a
+   little more than the unix socket the gateway uses, so the ratio is if anything pessimistic).
+   Rounds alternate between the two; the median of each is reported.
+2. WebSockets: echoed messages per second over 16 connections (tools/wsclient.py, rate mode),
+   through the gateway and directly on the live slot's unix socket, alternating.
+
+    benchmarks/asgi.py [--container microsvc-asgi] [--seconds 10] [--rounds 3]
+
+Without --container it converges the asgi scenario first (molecule) and destroys it after.
+Loads are bounded in time and only target the container's own loopback.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+RESULT_MD = os.path.join(ROOT, "benchmarks", "asgi.md")
+WSCLIENT = os.path.join(ROOT, "tools", "wsclient.py")
+SERVICE = "service7"
+DIRECT_PORT = 18089
+VENV_PYTHON = "/opt/www/%s/current/.venv/bin/python" % SERVICE
+
+
+def log(msg):
+    print("bench asgi: " + msg, file=sys.stderr, flush=True)
+
+
+def dexec(name, command, check=True, stdin=None):
+    proc = subprocess.run(["docker", "exec", "-i", name, "sh", "-c", command], input=stdin, text=True,
+                          capture_output=True, check=False)
+    if check and proc.returncode != 0:
+        raise SystemExit("command failed in %s: %s\n%s" % (name, command, proc.stderr[-2000:]))
+    return proc
+
+
+def wrk(name, url, seconds):
+    out = dexec(name, "wrk -t2 -c16 -d%ds %s" % (seconds, url)).stdout
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if not match:
+        raise SystemExit("no wrk result for %s:\n%s" % (url, out))
+    return float(match.group(1)), (errors.group(0) if errors else "")
+
+
+def ws_rate(name, args, seconds):
+    out = dexec(name, "%s /tmp/wsclient.py rate %s --seconds %d --connections 16" % (VENV_PYTHON, args, seconds)).stdout
+    return json.loads(out)["per_second"]
+
+
+def live_socket(name):
+    target = dexec(name, "readlink /opt/www/%s/asgi.sock" % SERVICE).stdout.strip()
+    return "/opt/www/%s/%s" % (SERVICE, target)
+
+
+def start_direct(name):
+    """The same server as the live slot (launcher, app, processes), as the service's user, on a
+    loopback TCP port that systemd-socket-activate binds and passes as fd 3."""
+    processes = re.search(r"--processes (\d+)", dexec(name, "cat /etc/systemd/system/microsvc-%s.web@.service"
+                                                             % SERVICE).stdout).group(1)
+    dexec(name, "systemctl stop microsvc-bench-asgi.service 2>/dev/null; systemctl reset-failed "
+                "microsvc-bench-asgi.service 2>/dev/null; true", check=False)
+    dexec(name, "systemd-run --unit microsvc-bench-asgi --collect systemd-socket-activate -l 127.0.0.1:%d "
+                "/usr/local/sbin/microsvc-run --root /opt/www %s -- python /usr/local/lib/microsvc/microsvc-asgi "
+                "--app svc7.asgi:application --processes %s --fd 3" % (DIRECT_PORT, SERVICE, processes))
+    for _ in range(100):
+        if dexec(name, "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/health', "
+                       "timeout=2)\"" % DIRECT_PORT, check=False).returncode == 0:
+            return processes
+        subprocess.run(["sleep", "0.2"], check=False)
+    raise SystemExit("the direct server did not answer")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--container")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    args.seconds = min(args.seconds, 60)
+    name = args.container
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    molecule = [os.path.join(os.path.dirname(sys.executable), "molecule")]
+    if not name:
+        name = "microsvc-asgi"
+        log("converging the asgi scenario")
+        subprocess.run(molecule + ["converge", "-s", "asgi"], cwd=ROOT, env=env, check=True)
+    try:
+        return bench(name, args)
+    finally:
+        dexec(name, "systemctl stop microsvc-bench-asgi.service", check=False)
+        if not args.container:
+            subprocess.run(molecule + ["destroy", "-s", "asgi"], cwd=ROOT, env=env, check=False)
+
+
+def bench(name, args):
+    if dexec(name, "command -v wrk", check=False).returncode != 0:
+        log("installing wrk in the container")
+        dexec(name, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null")
+    with open(WSCLIENT, encoding="utf-8") as handle:
+        dexec(name, "cat > /tmp/wsclient.py", stdin=handle.read())
+    processes = start_direct(name)
+    gateway_url = "http://127.0.0.1:80/api/%s/health" % SERVICE
+    direct_url = "http://127.0.0.1:%d/health" % DIRECT_PORT
+    wrk(name, gateway_url, 2)
+    wrk(name, direct_url, 2)
+    http = {"gateway": [], "direct": []}
+    notes = []
+    for index in range(args.rounds):
+        for label, url in (("gateway", gateway_url), ("direct", direct_url)):
+            rate, errors = wrk(name, url, args.seconds)
+            http[label].append(rate)
+            if errors:
+                notes.append("%s round %d: %s" % (label, index + 1, errors))
+            log("http %s round %d: %.0f req/s" % (label, index + 1, rate))
+    sock = live_socket(name)
+    ws = {"gateway": [], "direct": []}
+    for index in range(args.rounds):
+        for label, target in (("gateway", "ws://127.0.0.1/api/%s/ws" % SERVICE),
+                              ("direct", "ws://localhost/ws --unix %s" % sock)):
+            ws[label].append(ws_rate(name, target, max(3, args.seconds // 2)))
+            log("websocket %s round %d: %.0f msg/s" % (label, index + 1, ws[label][-1]))
+    med = {k: statistics.median(v) for k, v in http.items()}
+    wsm = {k: statistics.median(v) for k, v in ws.items()}
+    lines = [
+        "# ASGI: the gateway against the ASGI server directly",
+        "",
+        "Written by `benchmarks/asgi.py` (part of `make bench`): container `%s` (the asgi scenario), %s CPUs, "
+        "service `%s` (the Starlette sample, uvicorn through `microsvc-asgi`, %s processes). Medians of %d "
+        "alternating rounds." % (name, dexec(name, "nproc").stdout.strip(), SERVICE, processes, args.rounds),
+        "",
+        "| what | through the gateway | directly | gateway / direct |",
+        "| --- | ---: | ---: | ---: |",
+        "| HTTP GET, requests/s, wrk 16 connections, %d s | %.0f | %.0f | %.2fx |"
+        % (args.seconds, med["gateway"], med["direct"], med["gateway"] / med["direct"]),
+        "| WebSocket echo, messages/s, 16 connections | %.0f | %.0f | %.2fx |"
+        % (wsm["gateway"], wsm["direct"], wsm["gateway"] / wsm["direct"]),
+        "",
+        "Directly means: HTTP to the same server started on a loopback TCP port (wrk has no unix "
+        "sockets); WebSockets on the live slot's own unix socket. Every round: %s"
+        % json.dumps({"http": http, "websocket": ws}),
+    ]
+    if notes:
+        lines += ["", "Errors reported by wrk: " + "; ".join(notes)]
+    with open(RESULT_MD, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
