@@ -185,3 +185,19 @@ def test_a_bad_list_on_one_host_fails_the_run_naming_the_host(planner):
     raw["app3"] = {"microsvc_services": [svc("../evil")]}
     _plans, _of_host, errors, differ = host_plans(planner, FakeHostVars(raw), HOSTS)
     assert len(errors) == 1 and errors[0].startswith("host app3: service '../evil'") and differ
+
+
+@pytest.mark.parametrize("name", [
+    "web server_i-0123456789abcdef0", "web\n_i-1", "web;_i-1", "web/../x", "web{x}", "", "w" * 254, "wéb_i-1",
+])
+def test_a_host_named_outside_letters_digits_and_some_punctuation_is_refused(name):
+    refusals = ActionModule._host_name_refusals(["gw1", name, "app1"])
+    assert len(refusals) == 1, refusals
+    assert refusals[0].startswith("host %r: its name " % name[:60]) or len(name) > 60, refusals
+    assert "letters, digits and _.:-" in refusals[0] or "at most 253" in refusals[0], refusals
+    assert "\n" not in refusals[0]
+
+
+def test_host_names_from_a_dynamic_inventory_are_accepted():
+    assert ActionModule._host_name_refusals(
+        ["web_i-0123456789abcdef0", "i-0123456789abcdef0", "gw-1.example.com", "10.0.0.1", "fe80::1"]) == []
