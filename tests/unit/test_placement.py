@@ -69,6 +69,15 @@ def test_split_layout_each_gateway_routes_to_every_app_host_over_tcp():
         assert host["health_base"] == host["check_base"] == "http://127.0.0.1:8099/__microsvc/" + app
 
 
+def test_each_gateway_knows_the_other_gateways_for_acme_challenges_outside_the_run_too():
+    placed = placement.place({h: present("a") for h in ["gw2", "app1"]}, ["gw1", "gw2", "gw3"], APPS,
+                             ["gw2", "app1"], {})
+    assert placed["gw2"]["gateway_peers"] == ["gw1", "gw3"]
+    assert placed["app1"]["gateway_peers"] == []
+    one = placement.place({"h1": present("a")}, ["h1"], ["h1"], ["h1"], {})
+    assert one["h1"]["gateway_peers"] == []
+
+
 def test_a_service_on_a_subset_of_hosts_is_routed_and_migrated_only_there():
     placed = split_layout({"app1": present("a"), "app3": present("a")})
     assert routes_of(placed, "gw1") == [("a", APPS), ("b", ["app2"])]
