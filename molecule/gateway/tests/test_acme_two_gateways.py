@@ -185,7 +185,7 @@ def test_acme_gateway_passes_mozillas_intermediate_configuration(gw1, pebble_roo
         assert days > 1800 and "Pebble" in issuer, (findings, issuer)
 
 
-def test_self_signed_gateway_passes_mozillas_intermediate_configuration(gw2, tmp_path):
+def test_self_signed_gateway_passes_mozillas_intermediate_configuration(gw1, gw2, tmp_path):
     """The second gateway, switched to a self-signed certificate (no ACME, no services)."""
     with open(os.path.join(HERE, "..", "group_vars", "all", "gateway.yml"), encoding="utf-8") as handle:
         settings = yaml.safe_load(handle)
@@ -201,6 +201,10 @@ def test_self_signed_gateway_passes_mozillas_intermediate_configuration(gw2, tmp
     ca_file = tmp_path / "self-signed.pem"
     ca_file.write_text(gw2.file(cert).content_string)
     findings = mozilla_findings(GW2, str(ca_file))
+    # Without ACME the second gateway redirects every plain-HTTP request, challenges too: the first
+    # gateway, asked for a token it does not have, answers 404, never the peer's redirect.
+    status = gw1.check_output("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1%sno-such-token" % CHALLENGE)
+    assert status == "404" and (CHALLENGE + "no-such-token", ADDRESS[GW1], 301) in challenges(gw2), status
     # Excused, and only this: nobody trusts a self-signed certificate, even named as the anchor
     # (sslyze's path validation wants a CA certificate that is not the server's own).
     assert set(findings) <= {"certificate_path_validation"}, findings
