@@ -13,6 +13,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 # ansible-test installs each sanity test's own requirements; it gets a virtualenv of its own so
 # that they never mix with the tools of $(VENV).
 SANITY_VENV := .venv-sanity
+# sslyze (the gateway scenario's TLS scan) pins an older cryptography than $(VENV)'s tools: its own.
+SSLYZE_VENV := .venv-sslyze
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Scenarios run by `make test`; override to run a subset: make molecule SCENARIOS=default
@@ -67,7 +69,12 @@ sanity: build $(SANITY_VENV)/.stamp
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/integration
 
-molecule: venv images
+$(SSLYZE_VENV)/.stamp: requirements-sslyze.txt
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sslyze.txt
+	touch $@
+
+molecule: venv images $(SSLYZE_VENV)/.stamp
 	tools/molecule-queues --jobs $(MOLECULE_JOBS) --images "$(EXTRA_IMAGES)" $(SCENARIOS)
 
 test: lint build sanity unit molecule

@@ -12,6 +12,7 @@ from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.parsing.vault import VaultHelper, is_encrypted_file
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils import gateway_settings, placement
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import show
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan import (
     PlanError,
     Planner,
@@ -19,6 +20,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.service_plan impor
     plain,
 )
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.settings import (
+    INVENTORY_HOST,
     SETTINGS,
     SHARED,
     check_settings,
@@ -199,6 +201,9 @@ class ActionModule(ActionBase):
         if lists_differ:  # hosts list different services: each refusal names its host
             refused = [e if e.startswith("host ") else "host %s: %s" % (this, e) for e in refused]
         refused += others
+        # Host names reach the gateway's files and other hosts' settings: a dynamic inventory
+        # names hosts from tags anyone who launches an instance writes.
+        refused += self._host_name_refusals(self._play_hosts(task_vars or {}))
         if refused:
             raise AnsibleActionFail(
                 "The service list or a setting is invalid; no host was changed.\n- " + "\n- ".join(refused)
@@ -224,6 +229,12 @@ class ActionModule(ActionBase):
         result["msg"] = "%d services (%d selected), %d hosts" % (
             len(plan["names"]), len(plan["selected"]), len(hosts))
         return result
+
+    @staticmethod
+    def _host_name_refusals(hosts):
+        """One refusal per host whose inventory name is not a plain name (letters, digits, _.:-)."""
+        return ["host %s: its name %s (for an EC2 instance: change its Name tag)" % (show(host), problem)
+                for host, problem in zip(hosts, map(INVENTORY_HOST, hosts)) if problem]
 
     @staticmethod
     def _play_hosts(task_vars):

@@ -76,6 +76,9 @@ def place(plans, gateway_hosts, app_hosts, play_hosts, gateway):
             "check_base": check,
             "health_base": url if is_gateway else check,
             "routes": routes(host, plans, app_hosts, gateway_hosts) if is_gateway else [],
+            # The other gateways (inventory order, outside the run too): an ACME challenge a
+            # gateway has no token for is asked of them.
+            "gateway_peers": [h for h in gateway_hosts if h != host] if is_gateway else [],
             "migrate": sorted(name for name, where in migrate.items() if where == host),
         }
     return out

@@ -9,6 +9,7 @@ import grp
 import json
 import os
 import pathlib
+import re
 import shutil
 import stat
 import subprocess
@@ -25,16 +26,20 @@ BIN = os.path.dirname(sys.executable)
 PRODUCTION = os.path.join(ROOT, "inventories", "production")
 REGION = "eu-west-1"  # the region aws_ec2.yml lists
 
-# name: (microsvc-role tag, microsvc-ami-family tag, private address); None: no such tag.
+# key: (Name tag, microsvc-role tag, microsvc-ami-family tag, private address); None: no such tag.
+# The keys are this test's own; the instances of an autoscaling group share one Name ("web"),
+# and some instances have no Name at all.
 INSTANCES = {
-    "gw-1": ("gateway", "debian", "10.20.1.10"),
-    "app-1": ("app", "ubuntu", "10.20.1.11"),
-    "app-2": ("app", None, "10.20.1.12"),
-    "app-3": ("app", "amazon", "10.20.1.13"),
-    "both-1": ("gateway,app", "rhel", "10.20.1.14"),
-    "stopped-1": ("app", "debian", "10.20.1.15"),
-    "untagged-1": (None, "debian", "10.20.1.16"),
+    "gw-1": ("gw-1", "gateway", "debian", "10.20.1.10"),
+    "app-1": ("web", "app", "ubuntu", "10.20.1.11"),
+    "app-2": ("web", "app", None, "10.20.1.12"),
+    "app-3": (None, "app", "amazon", "10.20.1.13"),
+    "both-1": ("both-1", "gateway,app", "rhel", "10.20.1.14"),
+    "stopped-1": ("web", "app", "debian", "10.20.1.15"),
+    "stopped-2": (None, "app", "debian", "10.20.1.17"),
+    "untagged-1": ("untagged-1", None, "debian", "10.20.1.16"),
 }
+RUNNING = ["gw-1", "app-1", "app-2", "app-3", "both-1"]
 LOGIN = {"debian": "admin", None: "admin", "ubuntu": "ubuntu", "amazon": "ec2-user", "rhel": "ec2-user"}
 
 
@@ -75,18 +80,29 @@ def instances(aws):
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     ids = {}
-    for name, (role, family, address) in INSTANCES.items():
-        tags = [{"Key": "Name", "Value": name}]
+    for key, (name, role, family, address) in INSTANCES.items():
+        tags = [] if name is None else [{"Key": "Name", "Value": name}]
         if role is not None:
             tags.append({"Key": "microsvc-role", "Value": role})
         if family is not None:
             tags.append({"Key": "microsvc-ami-family", "Value": family})
-        ids[name] = ec2.run_instances(
+        spec = {"TagSpecifications": [{"ResourceType": "instance", "Tags": tags}]} if tags else {}
+        ids[key] = ec2.run_instances(
             ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=subnet,
-            PrivateIpAddress=address, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+            PrivateIpAddress=address, **spec,
         )["Instances"][0]["InstanceId"]
-    ec2.stop_instances(InstanceIds=[ids["stopped-1"]])
+    ec2.stop_instances(InstanceIds=[ids["stopped-1"], ids["stopped-2"]])
     return ids
+
+
+def host(instances, key):
+    """The inventory host name of the instance: its Name tag and its id, or the id alone."""
+    name = INSTANCES[key][0]
+    return instances[key] if name is None else "%s_%s" % (name, instances[key])
+
+
+def hosts(instances, *keys):
+    return sorted(host(instances, key) for key in keys)
 
 
 def inventory(aws):
@@ -106,22 +122,36 @@ def members(inv, group):
     return sorted(inv.get(group, {}).get("hosts", []))
 
 
-def test_inventory_groups_the_tagged_running_instances(aws, instances):
+def test_inventory_has_one_host_per_running_tagged_instance_whatever_its_name(aws, instances):
     inv = inventory(aws)
-    assert members(inv, "microsvc_gateway") == ["both-1", "gw-1"]
-    assert members(inv, "microsvc_app") == ["app-1", "app-2", "app-3", "both-1"]
     listed = set(inv["_meta"]["hostvars"])
-    assert "stopped-1" not in listed and "untagged-1" not in listed, listed
-    assert listed == {"gw-1", "app-1", "app-2", "app-3", "both-1"}
+    # Two running instances share the Name "web", one has no Name: still one host each.
+    assert listed == set(hosts(instances, *RUNNING)), listed
+    assert host(instances, "app-1") == "web_" + instances["app-1"]
+    assert host(instances, "app-3") == instances["app-3"]
+    # Stopped instances (one sharing a running one's Name, one without a Name) and untagged ones are left out.
+    for key in ("stopped-1", "stopped-2", "untagged-1"):
+        assert not [h for h in listed if instances[key] in h], (key, listed)
+    assert members(inv, "microsvc_gateway") == hosts(instances, "both-1", "gw-1")
+    assert members(inv, "microsvc_app") == hosts(instances, "app-1", "app-2", "app-3", "both-1")
+
+
+def test_inventory_host_names_are_valid_inventory_names_and_carry_the_instance_id(aws, instances):
+    hostvars = inventory(aws)["_meta"]["hostvars"]
+    for key in RUNNING:
+        name = host(instances, key)
+        assert re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", name), name
+        assert hostvars[name]["microsvc_instance_id"] == instances[key], hostvars[name]
 
 
 def test_inventory_sets_private_address_and_login_user_per_ami_family(aws, instances):
     hostvars = inventory(aws)["_meta"]["hostvars"]
-    for name in ("gw-1", "app-1", "app-2", "app-3", "both-1"):
-        _role, family, address = INSTANCES[name]
-        assert hostvars[name]["microsvc_private_address"] == address, hostvars[name]
-        assert hostvars[name]["ansible_user"] == LOGIN[family], (name, hostvars[name])
-        assert hostvars[name]["ansible_host"], hostvars[name]
+    for key in RUNNING:
+        _name, _role, family, address = INSTANCES[key]
+        one = hostvars[host(instances, key)]
+        assert one["microsvc_private_address"] == address, one
+        assert one["ansible_user"] == LOGIN[family], (key, one)
+        assert one["ansible_host"], one
 
 
 def test_split_layout_plan_runs_against_the_dynamic_inventory(aws, instances, tmp_path):
@@ -144,11 +174,12 @@ def test_split_layout_plan_runs_against_the_dynamic_inventory(aws, instances, tm
     assert proc.returncode == 0, out
     assert "UNREACHABLE" not in out, out
     layout = json.loads(output.read_text())
-    assert sorted(layout["gateways"]) == ["both-1", "gw-1"]
-    assert sorted(layout["apps"]) == ["app-1", "app-2", "app-3", "both-1"]
-    for host in ("gw-1", "app-1", "app-2", "app-3", "both-1"):
-        assert layout["plans"][host]["names"] == ["service2", "service3"], layout["plans"][host]
-        assert layout["users"][host] == LOGIN[INSTANCES[host][1]]
+    assert sorted(layout["gateways"]) == hosts(instances, "both-1", "gw-1")
+    assert sorted(layout["apps"]) == hosts(instances, "app-1", "app-2", "app-3", "both-1")
+    for key in RUNNING:
+        name = host(instances, key)
+        assert layout["plans"][name]["names"] == ["service2", "service3"], layout["plans"][name]
+        assert layout["users"][name] == LOGIN[INSTANCES[key][2]]
 
 
 # --- secrets from SSM Parameter Store and Secrets Manager -------------------------------------

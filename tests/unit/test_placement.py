@@ -69,6 +69,15 @@ def test_split_layout_each_gateway_routes_to_every_app_host_over_tcp():
         assert host["health_base"] == host["check_base"] == "http://127.0.0.1:8099/__microsvc/" + app
 
 
+def test_each_gateway_knows_the_other_gateways_for_acme_challenges_outside_the_run_too():
+    placed = placement.place({h: present("a") for h in ["gw2", "app1"]}, ["gw1", "gw2", "gw3"], APPS,
+                             ["gw2", "app1"], {})
+    assert placed["gw2"]["gateway_peers"] == ["gw1", "gw3"]
+    assert placed["app1"]["gateway_peers"] == []
+    one = placement.place({"h1": present("a")}, ["h1"], ["h1"], ["h1"], {})
+    assert one["h1"]["gateway_peers"] == []
+
+
 def test_a_service_on_a_subset_of_hosts_is_routed_and_migrated_only_there():
     placed = split_layout({"app1": present("a"), "app3": present("a")})
     assert routes_of(placed, "gw1") == [("a", APPS), ("b", ["app2"])]
@@ -185,3 +194,19 @@ def test_a_bad_list_on_one_host_fails_the_run_naming_the_host(planner):
     raw["app3"] = {"microsvc_services": [svc("../evil")]}
     _plans, _of_host, errors, differ = host_plans(planner, FakeHostVars(raw), HOSTS)
     assert len(errors) == 1 and errors[0].startswith("host app3: service '../evil'") and differ
+
+
+@pytest.mark.parametrize("name", [
+    "web server_i-0123456789abcdef0", "web\n_i-1", "web;_i-1", "web/../x", "web{x}", "", "w" * 254, "wéb_i-1",
+])
+def test_a_host_named_outside_letters_digits_and_some_punctuation_is_refused(name):
+    refusals = ActionModule._host_name_refusals(["gw1", name, "app1"])
+    assert len(refusals) == 1, refusals
+    assert refusals[0].startswith("host %r: its name " % name[:60]) or len(name) > 60, refusals
+    assert "letters, digits and _.:-" in refusals[0] or "at most 253" in refusals[0], refusals
+    assert "\n" not in refusals[0]
+
+
+def test_host_names_from_a_dynamic_inventory_are_accepted():
+    assert ActionModule._host_name_refusals(
+        ["web_i-0123456789abcdef0", "i-0123456789abcdef0", "gw-1.example.com", "10.0.0.1", "fe80::1"]) == []

@@ -381,7 +381,7 @@ def check_inputs(templar, tmp, services, knobs):
         ansible_managed="Ansible managed", inventory_hostname="gw", hostvars={},
         microsvc_plan=dict(plan, settings=shared),
         __nginx_gateway_owned_dir="microsvc", __nginx_gateway_services=present, __nginx_gateway_checked=[],
-        __nginx_gateway_tls_live=False, __nginx_gateway_http2_legacy=True, __nginx_gateway_brotli_on=False,
+        __nginx_gateway_tls_live=False, __nginx_gateway_acme_peers=[], __nginx_gateway_http2_legacy=True, __nginx_gateway_brotli_on=False,
         __nginx_gateway_log_format="microsvc", nginx_gateway_metrics_enabled=False,
         __nginx_gateway_tls_dir="/etc/nginx/microsvc-tls", __uwsgi_vassal_tcp=False,
         __uwsgi_vassal_socket_group="www-data", uwsgi_vassal_log_requests=False, uwsgi_vassal_bind_address="",
