@@ -372,6 +372,12 @@ class Deploy:
         if plan["changed"]:
             releases.apply_switch(svc["root"], plan)
         state["switched"] = plan["previous"] != plan["current"]
+        if state["switched"]:
+            # The deploy log records which release went live, when and by whom (releases.yml).
+            marker = svc.get("marker") or {}
+            migrations.log(svc["root"], fsutil.gid_of(svc["group"]),
+                           "release %s live: deployed by %s" % (svc["release"], svc.get("deployed_by") or "unknown"),
+                           "source: %s\nrevision: %s" % (marker.get("source") or "-", marker.get("revision") or "-"))
         try:
             result = vassal.apply(name, svc["ini_path"], svc["ini_content"], svc["stats_socket"], svc["reload_file"],
                                   code_changed=state["switched"], config_changed=state["env_changed"],
