@@ -105,7 +105,9 @@ ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0
 NGINX_ERROR = re.compile(r"^([0-9]{4})/([0-9]{2})/([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
 COMBINED = re.compile(r"\[([0-9]{2})/([A-Z][a-z]{2})/([0-9]{4}):([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-][0-9]{4})\]")
 CTIME = re.compile(r"[A-Z][a-z]{2} ([A-Z][a-z]{2}) +([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([0-9]{4})")
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+# Shown escaped: control characters (a log must not drive the operator's terminal) and what YAML
+# cannot print as is (the output stays one line per line, the JSON of an access line intact).
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 SOURCE = re.compile(r"[a-z][a-z0-9_:.-]{0,80}")
 
@@ -154,7 +156,9 @@ def line_time(line):
 
 
 def shown(line):
-    return CONTROL.sub(lambda m: "\\x%02x" % ord(m.group(0)), line)
+    """The line as printed: trailing white space dropped, control characters escaped."""
+    return CONTROL.sub(lambda m: "\\x%02x" % ord(m.group(0)) if ord(m.group(0)) < 256 else "\\u%04x" % ord(m.group(0)),
+                       line.rstrip())
 
 
 def select(lines, count, since, changed_at):

@@ -6,16 +6,21 @@ inventory's app hosts and joins it; the leave test takes it out again, so the ot
 find the scenario as converge left it.
 """
 
+import getpass
 import json
 import os
+import re
+import shutil
+import socket
 import sys
+import time
 
 import pytest
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import Load, http, master_pid, run_playbook
-from multihost_hosts import ADDR, APP1, APP2, APP3, SCENARIO_SERVICES, backend, inventory
+from microsvc_checks import PROJECT, Load, http, master_pid, run_playbook
+from multihost_hosts import ADDR, APP1, APP2, APP3, GW, SCENARIO_SERVICES, backend, inventory
 
 with open(SCENARIO_SERVICES, encoding="utf-8") as _f:
     SERVICES = yaml.safe_load(_f)["microsvc_services"]
@@ -58,6 +63,112 @@ def assert_no_failed_request(result):
 def fleet_inv(tmp_path_factory):
     """The scenario's inventory with the spare host as a third app host."""
     return inventory(str(tmp_path_factory.mktemp("fleet") / "inv"), SERVICES, apps=(APP1, APP2, APP3))
+
+
+@pytest.fixture(scope="module")
+def two_inv(tmp_path_factory):
+    """The scenario's inventory as converge left it: two app hosts."""
+    return inventory(str(tmp_path_factory.mktemp("fleet2") / "inv"), SERVICES)
+
+
+def printed(out):
+    """The lines of the run's debug messages, without YAML's indentation."""
+    return [line.strip() for line in out.splitlines()]
+
+
+# --- run: one command as the service runs ------------------------------------------------------
+
+PROBE = ("import os, pwd, sys; print('probe', open('/etc/hostname').read().strip(), pwd.getpwuid(os.getuid()).pw_name, "
+         "os.getcwd(), sys.prefix != sys.base_prefix, os.environ['DB_HOST'], len(os.environ['DB_PASSWORD']))")
+
+
+def test_run_executes_as_the_service_on_the_host_that_migrates_it(app1, app2, two_inv):
+    rc, out = run_playbook(two_inv, "playbooks/run.yml",
+                           ["-v", "-e", "service=service1", "-e", "command=" + json.dumps(["python", "-c", PROBE])])
+    assert rc == 0, out
+    release = app1.check_output("readlink -f /opt/www/service1/current")
+    expected = "probe %s service1 %s True 172.30.77.20 %d" % (app1.check_output("cat /etc/hostname"), release,
+                                                                 len(SECRET))
+    assert expected in out, out
+    # The environment reached the command, and no value of it was printed, even with -v.
+    assert SECRET not in out
+    rc, out = run_playbook(two_inv, "playbooks/run.yml", ["-e", "service=service1", "-e", "host=" + APP2,
+                                                         "-e", "command=" + json.dumps(["python", "-c", PROBE])])
+    assert rc == 0 and "probe %s service1" % app2.check_output("cat /etc/hostname") in out, out
+    assert SECRET not in out
+
+
+def test_run_fails_with_the_commands_exit_status(two_inv):
+    argv = ["python", "-c", "import sys; print('about to fail'); sys.exit(3)"]
+    rc, out = run_playbook(two_inv, "playbooks/run.yml", ["-e", "service=service2", "-e", "command=" + json.dumps(argv)])
+    assert rc != 0
+    assert "about to fail" in out and "exited with status 3 on %s" % APP1 in out, out
+
+
+# --- logs: every host that runs the service, and its gateway ---------------------------------
+
+def test_logs_come_from_every_host_prefixed_and_access_lines_stay_json(gw, two_inv):
+    marker = "fleet-logs-%d" % os.getpid()
+    for _ in range(4):
+        assert http(gw, "/api/service2/?%s" % marker)["status"] == 200
+    time.sleep(2)  # the access log is flushed every second
+    rc, out = run_playbook(two_inv, "playbooks/logs.yml", ["-e", "service=service2", "-e", "lines=30",
+                                                          "-e", "since=2h"])
+    assert rc == 0, out
+    lines = printed(out)
+    for host in (APP1, APP2):
+        assert any(line.startswith("%s web | " % host) for line in lines), out
+    access = [json.loads(line.split(" | ", 1)[1]) for line in lines if line.startswith("%s access | " % GW)]
+    ours = [entry for entry in access if marker in entry["uri"]]
+    assert len(ours) == 4 and all(e["service"] == "service2" and e["status"] == 200 for e in ours), access
+    # A window that starts after the requests holds none of them.
+    rc, out = run_playbook(two_inv, "playbooks/logs.yml", ["-e", "service=service2", "-e", "since=2099-01-01"])
+    assert rc == 0 and marker not in out and "%s web | " % APP1 not in out, out
+
+
+# --- releases: every release on every host, the live one and the rollback targets -------------
+
+@pytest.fixture()
+def changed_service2(tmp_path):
+    code = tmp_path / "code" / "service2"
+    shutil.copytree(os.path.join(PROJECT, "samples", "service2"), code, ignore=shutil.ignore_patterns("__pycache__"))
+    app = code / "app.py"
+    app.write_text(app.read_text().replace("hello from a plain WSGI app", "listed release"))
+    return code
+
+
+def releases_of(out, host):
+    """id -> (marks, the rest) of the releases lines of one host."""
+    rows = {}
+    for line in printed(out):
+        match = re.match(r"^%s ([0-9a-f]{12}) (\S+) +(.*)$" % re.escape(host), line)
+        if match:
+            rows[match.group(1)] = (match.group(2).split(","), match.group(3))
+    return rows
+
+
+def test_releases_list_every_host_with_the_live_one_and_the_rollback_targets(app1, app2, changed_service2, tmp_path):
+    services = [dict(s, source=str(changed_service2)) if s["name"] == "service2" else s for s in SERVICES]
+    inv = inventory(str(tmp_path / "inv"), services)
+    before = {h: os.path.basename(b.check_output("readlink /opt/www/service2/current"))
+              for h, b in ((APP1, app1), (APP2, app2))}
+    rc, out = run_playbook(inv, args=["-e", "deploy_services=service2"])
+    assert rc == 0, out
+    rc, out = run_playbook(inv, "playbooks/releases.yml", ["-e", "service=service2"])
+    assert rc == 0, out
+    deployer = "%s@%s" % (getpass.getuser(), socket.gethostname())
+    for host, backend_ in ((APP1, app1), (APP2, app2)):
+        rows = releases_of(out, host)
+        live = os.path.basename(backend_.check_output("readlink /opt/www/service2/current"))
+        assert live != before[host] and set(rows) >= {live, before[host]}, out
+        assert "live" in rows[live][0] and "rollback-target" not in rows[live][0]
+        assert "by=%s" % deployer in rows[live][1] and str(changed_service2) in rows[live][1], rows[live]
+        assert {"rollback-target", "default"} <= set(rows[before[host]][0]), rows
+    # What releases marked as the default target is where rollback.yml returns.
+    rc, out = run_playbook(inv, "playbooks/rollback.yml", ["-e", "rollback_service=service2"])
+    assert rc == 0, out
+    for host, backend_ in ((APP1, app1), (APP2, app2)):
+        assert os.path.basename(backend_.check_output("readlink /opt/www/service2/current")) == before[host]
 
 
 # --- joining and leaving ---------------------------------------------------------------------
