@@ -84,7 +84,7 @@ PROBE = ("import os, pwd, sys; print('probe', open('/etc/hostname').read().strip
 
 def test_run_executes_as_the_service_on_the_host_that_migrates_it(app1, app2, two_inv):
     rc, out = run_playbook(two_inv, "playbooks/run.yml",
-                           ["-v", "-e", "service=service1", "-e", "command=" + json.dumps(["python", "-c", PROBE])])
+                           ["-v", "-e", "service=service1", "-e", json.dumps({"command": ["python", "-c", PROBE]})])
     assert rc == 0, out
     release = app1.check_output("readlink -f /opt/www/service1/current")
     expected = "probe %s service1 %s True 172.30.77.20 %d" % (app1.check_output("cat /etc/hostname"), release,
@@ -93,14 +93,14 @@ def test_run_executes_as_the_service_on_the_host_that_migrates_it(app1, app2, tw
     # The environment reached the command, and no value of it was printed, even with -v.
     assert SECRET not in out
     rc, out = run_playbook(two_inv, "playbooks/run.yml", ["-e", "service=service1", "-e", "host=" + APP2,
-                                                         "-e", "command=" + json.dumps(["python", "-c", PROBE])])
+                                                         "-e", json.dumps({"command": ["python", "-c", PROBE]})])
     assert rc == 0 and "probe %s service1" % app2.check_output("cat /etc/hostname") in out, out
     assert SECRET not in out
 
 
 def test_run_fails_with_the_commands_exit_status(two_inv):
     argv = ["python", "-c", "import sys; print('about to fail'); sys.exit(3)"]
-    rc, out = run_playbook(two_inv, "playbooks/run.yml", ["-e", "service=service2", "-e", "command=" + json.dumps(argv)])
+    rc, out = run_playbook(two_inv, "playbooks/run.yml", ["-e", "service=service2", "-e", json.dumps({"command": argv})])
     assert rc != 0
     assert "about to fail" in out and "exited with status 3 on %s" % APP1 in out, out
 
