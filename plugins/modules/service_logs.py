@@ -14,7 +14,7 @@ description:
     journal of the service's units, and returns each line prefixed with the host and its source,
     C(<host> <source> | <line>), so that what follows the first C( | ) is the line as written (a JSON
     access line stays parseable). Changes nothing.
-  - Log files are written by the service's user (or nginx's): each is opened without following a link and
+  - Log files are written by the service's user (or nginx's); each is opened without following a link and
     checked on its descriptor (a regular file with one hard link), so a service cannot make root read
     another file through its logs; a refused file is reported as one line of source C(error). At most
     I(max_bytes) of each file are read. Control characters in lines are shown escaped (C(\\x1b)), so a
@@ -54,7 +54,7 @@ options:
     type: int
     default: 100
   since:
-    description: Only lines since then: a UTC time C(YYYY-MM-DD[ HH:MM[:SS]]) or a time ago (C(90m), C(2h),
+    description: Only lines since then, a UTC time C(YYYY-MM-DD[ HH:MM[:SS]]) or a time ago (C(90m), C(2h),
       C(1d)). A file's line without a time of its own takes the time of the line before it; lines before the
       first dated one count when the file changed since then.
     type: str

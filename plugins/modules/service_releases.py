@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: service_releases
 short_description: Every release of services on a host, the live one and the valid rollback targets
 description:
-  - For each service given, lists the directories of C(<root>/releases/): the release id, whether it is
+  - For each service given, lists the directories of C(<root>/releases/) - the release id, whether it is
     complete (its marker written last by the deploy), the source and git revision it was built from (the
     marker), when it went live and who deployed it (the service's deploy log, C(<root>/deploy.log) and
     C(deploy.log.1)), whether it is live (C(current)) and whether it is a valid rollback target (a complete

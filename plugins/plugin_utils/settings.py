@@ -252,6 +252,8 @@ SHARED = {
     "check_port": ("nginx_gateway_check_port", 8099),
     "stub_status_port": ("nginx_gateway_stub_status_port", 8098),
     "metrics_port": ("nginx_gateway_metrics_port", 9113),
+    # Where the gateway writes each service's access and error logs (playbooks/logs.yml reads them).
+    "service_log_dir": ("nginx_gateway_service_log_dir", "/var/log/nginx/microsvc"),
     "emperor_metrics_port": ("uwsgi_emperor_metrics_port", 9100),
     "emperor_service": ("uwsgi_emperor_service_name", "uwsgi-emperor"),
     "vassals_dir": ("uwsgi_emperor_vassals_dir", "/etc/uwsgi/vassals"),
