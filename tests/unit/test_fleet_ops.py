@@ -259,3 +259,17 @@ def test_a_fresh_host_has_no_releases(tmp_path):
 def test_release_times_are_utc():
     assert service_releases.utc(0) == "1970-01-01T00:00:00Z"
     assert service_releases.utc(time.time()).endswith("Z")
+
+
+def test_a_deploys_switch_is_what_releases_reads_back(tmp_path):
+    from ansible_collections.microsvc.deploy.plugins.modules import deploy_batch
+
+    root = tmp_path / "www" / "svc"
+    make_release(root, "abcdefabcdef")
+    os.chmod(root, 0o755)
+    deploy_batch.log_live({"group": "root", "root": str(root), "release": "abcdefabcdef", "deployed_by": "carol@ops",
+                           "marker": {"source": "/src/svc", "revision": None}})
+    rows = service_releases.releases_of(str(root))["releases"]
+    assert rows[0]["deployed_by"] == "carol@ops" and rows[0]["live_at"].endswith("Z")
+    # A service without its group yet (never the case in a deploy) costs the line, not the deploy.
+    deploy_batch.log_live({"group": "no-such-group-here", "root": str(root), "release": "abcdefabcdef"})
