@@ -320,6 +320,10 @@ SETTING_CASES = [
     ("lock-lease-short", "settings", "uwsgi_vassal_lock_lease", 5, "from 60 to 86400"),
     ("lock-lease-list", "settings", "uwsgi_vassal_lock_lease", [900], "must be an integer"),
     ("rollback-across-word", "settings", "rollback_across_migrations", "please", "true or false"),
+    # -- hosts held out of the upstreams (join.yml, leave.yml): a host pattern, or empty -----
+    ("held-hosts-newline", "settings", "microsvc_held_hosts", "app3\nall", "control"),
+    ("held-hosts-shell", "settings", "microsvc_held_hosts", "app3;$(reboot)", "not allowed"),
+    ("held-hosts-list", "settings", "microsvc_held_hosts", ["app3"], "must be a string"),
     ("rollback-across-role-list", "settings", "uwsgi_vassal_rollback_across_migrations", ["yes"], "true or false"),
     ("services-mapping", "clarity", "microsvc_services", {"name": "a"}, "must be a list"),
     ("defaults-list", "clarity", "microsvc_service_defaults", [{"processes": 2}], "must be a mapping"),

@@ -20,7 +20,11 @@ microsvc.deploy.deploy_batch.
 
 from __future__ import annotations
 
+import getpass
+import os
+import re
 import shlex
+import socket
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -129,6 +133,17 @@ def add_uv(pip, files, facts, cache_dir):
     pip.update(uv_member=member, uv_version=UV_VERSION)
 
 
+def deployed_by():
+    """Who deploys, for the service's deploy log (playbooks/releases.yml shows it): the operator's
+    account and the controller's host name."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "uid%d" % os.getuid()
+    name = "%s@%s" % (user, socket.gethostname())
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "?", name)[:120]
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -143,11 +158,13 @@ class ActionModule(ActionBase):
             pip["extra_args"] = shlex.split(pip["extra_args"])
         renderer = Renderer(self, task_vars)
         services, env, files = [], {}, {}
+        deployer = deployed_by()
         for entry in work:
             svc = plan.get(entry["name"])
             if svc is None:
                 raise AnsibleActionFail("service %r of the work list is not in the plan" % entry["name"])
             item = module_service(entry, svc, migrate, args.get("protected_group") or "")
+            item["deployed_by"] = deployer
             if item["archive_member"]:
                 files[item["archive_member"]] = entry["archive"]
             if pip.get("source") == "wheelhouse" and item["requirements"].strip() and not entry.get("venv_present"):

@@ -88,7 +88,7 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("services", "defaults", "selected", "root", "route_prefix", "check_sources", "base_dir",
                              "require_vault", "secret_names", "source_roots", "allowed_pythons", "cache_dir",
-                             "prepare_sources", "gateway_hosts", "app_hosts"))
+                             "prepare_sources", "gateway_hosts", "app_hosts", "held_hosts"))
 
     # The inventory variables a host's own plan is made of: hosts whose raw values equal the
     # planning host's share its plan; others get theirs (a service on a subset of hosts).
@@ -213,7 +213,8 @@ class ActionModule(ActionBase):
             one["settings"] = shared
         plan = plans[0]
         placed = placement.place({h: plans[of_host[h]] for h in hosts}, list(args.get("gateway_hosts") or hosts),
-                                 list(args.get("app_hosts") or hosts), hosts, shared)
+                                 list(args.get("app_hosts") or hosts), hosts, shared,
+                                 held=frozenset(args.get("held_hosts") or ()))
         for host in hosts:
             placed[host]["plan"] = of_host[host]
         result["changed"] = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.placement import admit
 
 
 def private_address(host_vars, host=None):
@@ -43,15 +44,24 @@ def routed(services, routes, never_live=None):
     """The services of ``routes`` (the plan's placement: name and members, in route order), each a
     copy of its entry in ``services`` with ``members``, less the hosts where its first release
     failed in this run (``never_live``: host -> service names). A service without members is
-    left out: it gets no route."""
+    left out: it gets no route. ``held``: the route's app hosts kept out of the upstream (joining
+    or leaving), which the check server still reaches."""
     by_name = {svc["name"]: svc for svc in services}
     failed = never_live or {}
     out = []
     for route in routes:
         members = [host for host in route["members"] if route["name"] not in (failed.get(host) or [])]
+        held = [host for host in route.get("held", []) if route["name"] not in (failed.get(host) or [])]
         if members and route["name"] in by_name:
-            out.append(dict(by_name[route["name"]], members=members))
+            out.append(dict(by_name[route["name"]], members=members, held=held))
     return out
+
+
+def admit_held(placement, app_hosts):
+    """A gateway's placement with the held app hosts of its routes made upstream members, in
+    inventory order (``app_hosts``): playbooks/join.yml, once the joining hosts passed their
+    health checks."""
+    return dict(placement, routes=admit(placement.get("routes", []), list(app_hosts)))
 
 
 def gateway_addresses(hostvars, gateway_hosts):
@@ -66,4 +76,5 @@ class FilterModule:
             "host_port": host_port,
             "routed": routed,
             "gateway_addresses": gateway_addresses,
+            "admit_held": admit_held,
         }

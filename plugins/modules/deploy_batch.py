@@ -183,6 +183,18 @@ class StepError(Exception):
         self.step = step
 
 
+def log_live(svc):
+    """Record in the service's deploy log which release went live, when and by whom (releases.yml
+    reads it). Never fails the deploy: a log that cannot be written is only a missing line."""
+    try:
+        gid = fsutil.gid_of(svc["group"])
+    except (KeyError, OSError):
+        return
+    marker = svc.get("marker") or {}
+    migrations.log(svc["root"], gid, "release %s live: deployed by %s" % (svc["release"], svc.get("deployed_by") or "unknown"),
+                   "source: %s\nrevision: %s" % (marker.get("source") or "-", marker.get("revision") or "-"))
+
+
 class Deploy:
     """One batch: every service goes through the steps; a failure stops only that service."""
 
@@ -400,6 +412,8 @@ class Deploy:
         if plan["changed"]:
             releases.apply_switch(svc["root"], plan)
         state["switched"] = plan["previous"] != plan["current"]
+        if state["switched"]:
+            log_live(svc)
         try:
             result = vassal.apply(name, svc["ini_path"], svc["ini_content"], svc["stats_socket"], svc["reload_file"],
                                   code_changed=state["switched"], config_changed=state["env_changed"],

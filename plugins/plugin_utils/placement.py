@@ -26,43 +26,59 @@ def check_base(gateway, host):
     return "http://127.0.0.1:%d/__microsvc/%s" % (int(gateway.get("check_port", 8099)), host)
 
 
-def routes(gateway_host, plans, app_hosts, gateway_hosts):
+def routes(gateway_host, plans, app_hosts, gateway_hosts, held=()):
     """The routes ``gateway_host`` serves: its plan's present services, each with ``members``, the
     app hosts (in inventory order) whose plan has the service present and that this gateway can
     reach: itself over its unix socket, app hosts that are not gateways over TCP (another
     gateway's vassals listen on unix sockets). A host without a plan of this run (outside the
     play, e.g. under --limit) counts with this gateway's plan. A service without members gets
-    no route."""
+    no route.
+
+    ``held``: app hosts kept out of the upstreams (joining before their health checks passed, or
+    leaving); a route lists them under ``held`` instead of ``members`` (the check server still
+    reaches them, so a joining host's health checks can pass through the gateway)."""
     own = plans.get(gateway_host) or {}
     out = []
     for name in own.get("present", []):
-        members = [host for host in app_hosts
+        running = [host for host in app_hosts
                    if (host == gateway_host or host not in gateway_hosts)
                    and name in (plans.get(host) or own).get("present", [])]
+        members = [host for host in running if host not in held]
         if members:
-            out.append({"name": name, "members": members})
+            out.append({"name": name, "members": members, "held": [host for host in running if host in held]})
     return out
 
 
-def migrate_hosts(plans, apps):
+def admit(routes_, app_hosts):
+    """``routes_`` with their held hosts made members again, in inventory order (``app_hosts``):
+    what a gateway serves once the hosts that joined passed their health checks."""
+    order = {host: i for i, host in enumerate(app_hosts)}
+    return [dict(r, members=sorted(r["members"] + r.get("held", []), key=lambda h: order.get(h, len(order))),
+                 held=[]) for r in routes_]
+
+
+def migrate_hosts(plans, apps, held=()):
     """service -> the first host of ``apps`` (the run's app hosts, inventory order) whose plan has
-    it present."""
+    it present, less the ``held`` hosts (a joining host takes over no migrations or schedules)."""
     out = {}
     for host in apps:
+        if host in held:
+            continue
         for name in (plans.get(host) or {}).get("present", []):
             out.setdefault(name, host)
     return out
 
 
-def place(plans, gateway_hosts, app_hosts, play_hosts, gateway):
+def place(plans, gateway_hosts, app_hosts, play_hosts, gateway, held=()):
     """host -> placement, for every host of ``play_hosts``.
 
     ``plans``: host -> that host's plan (the hosts of the run); ``gateway_hosts`` and ``app_hosts``:
     the inventory's hosts of each pattern, in inventory order (outside the run too: a gateway
     keeps routing to app hosts a --limit leaves out); ``gateway``: the gateway's ports and TLS
-    settings (listen, tls_enabled, tls_redirect, tls_port, check_port)."""
+    settings (listen, tls_enabled, tls_redirect, tls_port, check_port); ``held``: app hosts kept
+    out of the upstreams, of migrations and of schedules (playbooks/join.yml, leave.yml)."""
     run_apps = [h for h in app_hosts if h in play_hosts]
-    migrate = migrate_hosts(plans, run_apps)
+    migrate = migrate_hosts(plans, run_apps, held)
     url = gateway_url(gateway)
     out = {}
     for host in play_hosts:
@@ -75,7 +91,7 @@ def place(plans, gateway_hosts, app_hosts, play_hosts, gateway):
             "gateway_url": url,
             "check_base": check,
             "health_base": url if is_gateway else check,
-            "routes": routes(host, plans, app_hosts, gateway_hosts) if is_gateway else [],
+            "routes": routes(host, plans, app_hosts, gateway_hosts, held) if is_gateway else [],
             # The other gateways (inventory order, outside the run too): an ACME challenge a
             # gateway has no token for is asked of them.
             "gateway_peers": [h for h in gateway_hosts if h != host] if is_gateway else [],

@@ -62,6 +62,9 @@ PORT = Int(1, 65535)
 EMPTY = Str(r"", "empty", 0)
 HOST_PATTERN = Str(r"[A-Za-z0-9_.:*!&,\[\]-]{1,500}",
                    "an Ansible host pattern of host and group names (letters, digits and _.:*!&,[]-)", 500)
+# The hosts kept out of the gateways' upstreams (playbooks/join.yml, leave.yml): none by default.
+HELD_HOSTS = Str(r"[A-Za-z0-9_.:*!&,\[\]-]{0,500}",
+                 "an Ansible host pattern of host and group names (letters, digits and _.:*!&,[]-), or empty", 500)
 INVENTORY_HOST = Str(r"[A-Za-z0-9_.:-]{1,253}", "an inventory host name (letters, digits and _.:-)", 253)
 SERVER_NAME = Str(r"_|(?:\*\.)?%s|%s\.\*" % (HOSTNAME_PATTERN, HOSTNAME_PATTERN),
                   "'_' or a host name (letters, digits, '.' and '-'), optionally with a leading '*.' or a "
@@ -111,6 +114,7 @@ SETTINGS = {
     "microsvc_hosts": HOST_PATTERN,
     "microsvc_gateway_hosts": HOST_PATTERN,
     "microsvc_app_hosts": HOST_PATTERN,
+    "microsvc_held_hosts": HELD_HOSTS,
     "microsvc_private_address": IpAddress(),
     "private_ip_address": IpAddress(),
     "microsvc_serial": CommandLine(AnyOf(Int(1, 10000),
@@ -133,6 +137,7 @@ SETTINGS = {
     "service_plan_prepare_sources": Bool(),
     "service_plan_gateway_hosts": HOST_PATTERN,
     "service_plan_app_hosts": HOST_PATTERN,
+    "service_plan_held_hosts": HELD_HOSTS,
     # --- role nginx_gateway ----------------------------------------------------------------
     "nginx_gateway_max_fails": Int(1, 100),
     "nginx_gateway_fail_timeout": Int(1, 3600),
@@ -247,6 +252,8 @@ SHARED = {
     "check_port": ("nginx_gateway_check_port", 8099),
     "stub_status_port": ("nginx_gateway_stub_status_port", 8098),
     "metrics_port": ("nginx_gateway_metrics_port", 9113),
+    # Where the gateway writes each service's access and error logs (playbooks/logs.yml reads them).
+    "service_log_dir": ("nginx_gateway_service_log_dir", "/var/log/nginx/microsvc"),
     "emperor_metrics_port": ("uwsgi_emperor_metrics_port", 9100),
     "emperor_service": ("uwsgi_emperor_service_name", "uwsgi-emperor"),
     "vassals_dir": ("uwsgi_emperor_vassals_dir", "/etc/uwsgi/vassals"),
