@@ -174,6 +174,9 @@ def start_slot(name, root, slot, timeout, log_file=None):
                                         state.get("SubState"), log_file or "its log", _log_tail(log_file)))
 
 
+SWAP_DRAIN = 1.0  # seconds between the link's swap and the old slot's stop
+
+
 def swap_link(root, slot):
     """Point the gateway's link at a slot's socket, atomically (rename over the old link)."""
     tmp = os.path.join(root, ".asgi.sock.new")
@@ -224,6 +227,9 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
         raise VassalError(str(exc)) from None
     swap_link(root, new)
     if old is not None:
+        # Connections that reached the old socket just before the swap wait in its backlog: the old
+        # server accepts and answers them before it is told to stop (a stop closes the backlog).
+        time.sleep(SWAP_DRAIN)
         stop_slot(name, old)
     else:
         # A slot that runs without the link naming it (a run cut short) goes too.
