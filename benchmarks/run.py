@@ -210,7 +210,7 @@ server {
     listen 8084;
     access_log off;
     location /api/hello/ {
-        uwsgi_pass unix:/tmp/bench-noop/uwsgi.sock;
+        uwsgi_pass unix:/run/bench-noop/uwsgi.sock;
         include /etc/nginx/uwsgi_params;
     }
 }
@@ -292,9 +292,9 @@ def bench_gateway(image, work, args, parts):
     dexec(name, "(setsid uwsgi --plugin python3 --socket=/opt/www/ref/uwsgi.sock --module=hello --master "
                 "--chdir=/opt/www/ref --chmod-socket=666 >/tmp/ref-uwsgi.log 2>&1 &)")
     # (d): the same number of processes as our vassal, unprivileged, answering 200 by itself.
-    dexec(name, "install -d -o nobody /tmp/bench-noop && (setsid runuser -u nobody -- uwsgi "
-                "--socket /tmp/bench-noop/uwsgi.sock --chmod-socket=666 --master --processes 2 --thunder-lock "
-                "--disable-logging --route-run 'return:200' >/tmp/bench-noop/uwsgi.log 2>&1 &)")
+    dexec(name, "install -d -o nobody /run/bench-noop && (setsid runuser -u nobody -- uwsgi "
+                "--socket /run/bench-noop/uwsgi.sock --chmod-socket=666 --master --processes 2 --thunder-lock "
+                "--disable-logging --route-run 'return:200' >/run/bench-noop/uwsgi.log 2>&1 &)")
     dexec(name, "cat > /etc/uwsgi/vassals/bench-baseline.ini <<'EOF'\n%s\nEOF" % BASELINE_VASSAL)
     dexec(name, "cat > /etc/nginx/conf.d/bench.conf <<'EOF'\n%s\nEOF\nnginx -t -q && systemctl reload nginx"
           % GATEWAY_EXTRA)
