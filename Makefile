@@ -89,13 +89,15 @@ demo-clean:
 # run.py: the containers' benchmarks (benchmarks/results.md); plan_scale.py: the validation play
 # at 1 and 100 never-contacted hosts next to a trivial play (benchmarks/plan_scale.md); venv_speed.py:
 # virtualenv builds, pip against uv, cold and warm (benchmarks/venv_speed.md); asgi.py: the gateway
-# to an ASGI service against the same server directly (benchmarks/asgi.md).
+# to an ASGI service against the same server directly (benchmarks/asgi.md); add_service.py: a
+# Django + Celery service added to a converged host, the whole site.yml run (benchmarks/venv_speed.md).
 bench: venv images
 	$(BIN)/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/plan_scale.py
 	$(BIN)/python benchmarks/venv_speed.py
 	$(BIN)/python benchmarks/asgi.py
+	$(BIN)/python benchmarks/add_service.py
 
 clean:
 	rm -rf dist .pytest_cache
