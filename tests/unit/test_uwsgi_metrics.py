@@ -79,10 +79,10 @@ def parse(text):
     series = {}
     for line in text.splitlines():
         if line.startswith("#"):
-            assert re.fullmatch(r"# (HELP|TYPE) microsvc_uwsgi_[a-z_]+ .+", line), line
+            assert re.fullmatch(r"# (HELP|TYPE) microsvc_(uwsgi|asgi)_[a-z_]+ .+", line), line
             continue
         key, value = line.rsplit(" ", 1)
-        assert re.fullmatch(r'microsvc_uwsgi_[a-z_]+(\{service="[a-z0-9_-]+"(,[a-z]+="[a-z0-9_]+")?\})?', key), key
+        assert re.fullmatch(r'microsvc_(uwsgi|asgi)_[a-z_]+(\{service="[a-z0-9_-]+"(,[a-z]+="[a-z0-9_]+")?\})?', key), key
         series[key] = float(value)
     return series
 
@@ -201,4 +201,76 @@ def test_the_output_file_is_replaced_whole(host, tmp_path):
 
 def test_no_vassals_is_not_an_error(tmp_path):
     series = parse(metrics.collect(str(tmp_path)))
+    assert list(series) == ["microsvc_uwsgi_metrics_timestamp_seconds"]
+
+
+# ASGI services: the web unit (root's), root's link in the service's root-owned directory, and the
+# kernel's cgroup of each process. A fake /proc stands in for the kernel's.
+def web_unit(units, name, root, marker_name=None):
+    (units / ("microsvc-%s.web@.service" % name)).write_text(
+        "#\n# Ansible managed\n#\n# microsvc-web: %s root=%s group=www-data\n[Unit]\n" % (marker_name or name, root))
+
+
+def fake_process(proc, pid, cgroup_lines, resident_pages):
+    (proc / str(pid)).mkdir()
+    (proc / str(pid) / "cgroup").write_text("\n".join(cgroup_lines) + "\n")
+    (proc / str(pid) / "statm").write_text("100 %d 10 1 0 50 0\n" % resident_pages)
+
+
+@pytest.fixture()
+def asgi_host(tmp_path):
+    units, proc, www = tmp_path / "units", tmp_path / "proc", tmp_path / "www"
+    for d in (units, proc, www):
+        d.mkdir()
+    for name, link in (("svc7", "asgi-2.sock"), ("idle", "asgi-1.sock"), ("loose", "asgi-1.sock"),
+                       ("astray", "../../../etc/passwd")):
+        root = www / name
+        root.mkdir(mode=0o755)
+        os.chmod(root, 0o775 if name == "loose" else 0o755)  # loose: a group may change the link
+        os.symlink(link, root / "asgi.sock")
+        web_unit(units, name, root)
+    web_unit(units, "impostor", www / "svc7", marker_name="svc7")  # a marker naming another unit's service
+    (units / "microsvc-svc7.worker-x@.service").write_text("# microsvc-web: svc7 root=/ group=x\n")
+    # svc7 switching: the new slot 2 (live, two processes: v2 and v1 style), the old slot 1 finishing.
+    fake_process(proc, 101, ["0::/microsvc.slice/microsvc-svc7.slice/microsvc-svc7.web@2.service"], 10)
+    fake_process(proc, 102, ["12:pids:/microsvc.slice/microsvc-svc7.slice/microsvc-svc7.web@2.service",
+                             "1:name=systemd:/microsvc.slice/microsvc-svc7.slice/microsvc-svc7.web@2.service"], 20)
+    fake_process(proc, 103, ["0::/microsvc.slice/microsvc-svc7.slice/microsvc-svc7.web@1.service"], 5)
+    # Processes of loose and astray run, but their links cannot be trusted or name no slot; a
+    # process in a sub-cgroup or another unit of svc7 is not a web process.
+    fake_process(proc, 104, ["0::/microsvc.slice/microsvc-loose.slice/microsvc-loose.web@1.service"], 7)
+    fake_process(proc, 105, ["0::/microsvc.slice/microsvc-astray.slice/microsvc-astray.web@1.service"], 7)
+    fake_process(proc, 106, ["0::/microsvc.slice/microsvc-svc7.slice/microsvc-svc7.web@2.service/x"], 99)
+    fake_process(proc, 107, ["0::/microsvc.slice/microsvc-svc7.slice/microsvc-svc7.worker-x@1.service"], 99)
+    (proc / "self").mkdir()
+    return units, proc
+
+
+def test_asgi_services_are_reported_from_roots_link_and_the_kernels_cgroups(asgi_host, tmp_path):
+    units, proc = asgi_host
+    series = parse(metrics.collect(str(tmp_path / "no-vassals"), units_dir=str(units), proc=str(proc)))
+    page = metrics.PAGE
+    # The live slot (root's link names 2) runs: up, with both slots' processes and memory.
+    assert series['microsvc_asgi_up{service="svc7"}'] == (1 if AS_ROOT else 0)  # root's directory only
+    assert series['microsvc_asgi_processes{service="svc7",slot="2"}'] == 2
+    assert series['microsvc_asgi_processes{service="svc7",slot="1"}'] == 1
+    assert series['microsvc_asgi_rss_bytes{service="svc7"}'] == 35 * page
+    # A service with no process is down; one whose link a group could change, or whose link names
+    # no slot, is down whatever runs.
+    assert series['microsvc_asgi_up{service="idle"}'] == 0
+    assert series['microsvc_asgi_processes{service="idle",slot="1"}'] == 0
+    assert series['microsvc_asgi_up{service="loose"}'] == 0
+    assert series['microsvc_asgi_up{service="astray"}'] == 0
+    assert series['microsvc_asgi_processes{service="loose",slot="1"}'] == 1
+    # Units that are not an ASGI web unit of the service they name are not reported.
+    assert not any("impostor" in key for key in series), series
+    assert sorted(k for k in series if k.startswith("microsvc_asgi_up")) == [
+        'microsvc_asgi_up{service="%s"}' % n for n in ("astray", "idle", "loose", "svc7")]
+
+
+def test_no_asgi_unit_reads_no_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "web_processes", lambda proc: pytest.fail("read /proc with no ASGI service"))
+    units = tmp_path / "units"
+    units.mkdir()
+    series = parse(metrics.collect(str(tmp_path), units_dir=str(units)))
     assert list(series) == ["microsvc_uwsgi_metrics_timestamp_seconds"]

@@ -148,6 +148,44 @@ def test_the_server_runs_as_the_service_on_roots_sockets(host):
     assert host.run("systemctl show -p NoNewPrivileges --value %s" % unit).stdout.strip() == "yes"
 
 
+
+def test_the_asgi_server_cannot_reach_systemd_and_is_exposed_at_most_4_5(host):
+    """The web slot runs the service's code: its unit hides systemd's and D-Bus's control sockets
+    from it, and `systemd-analyze security` scores it like the other units of the collection."""
+    (unit, pid), = slot_pids(host).items()
+    hidden = host.check_output("systemctl show -p InaccessiblePaths --value %s" % unit)
+    for path in ("/run/systemd/private", "/run/dbus"):
+        assert path in hidden, hidden
+    # Looked for from inside the running server's own mount namespace, as its user.
+    # In the running server's own mount namespace the socket is systemd's inaccessible node (mode
+    # 0); outside it is systemd's socket: the comparison shows the probe looks at the right thing.
+    inside = host.check_output("nsenter -t %d -m -- stat -c %%a /run/systemd/private" % pid).strip()
+    outside = host.check_output("stat -c %a /run/systemd/private").strip()
+    assert inside == "0" and outside != "0", (inside, outside)
+    out = host.check_output("systemd-analyze security --no-pager -- %s 2>&1 | tail -1" % unit)
+    score = float(out.rsplit(":", 1)[1].split()[0])
+    assert score <= 4.5, out
+
+def test_metrics_report_the_asgi_servers_next_to_the_wsgi_vassal(host):
+    """The metrics writer reports each ASGI service from root's link and the kernel's cgroups (the
+    service answers nothing), and the WSGI neighbour's uWSGI stats as before; the node exporter
+    serves both."""
+    (unit, _pid), = slot_pids(host).items()
+    live = unit.split("@")[1].split(".")[0]
+    idle = "2" if live == "1" else "1"
+    host.check_output("systemctl start microsvc-uwsgi-metrics.service")
+    text = host.check_output("curl -sf http://127.0.0.1:9100/metrics")
+    series = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("microsvc_"))
+    for name in ("service7", "service1"):
+        assert series.get('microsvc_asgi_up{service="%s"}' % name) == "1", text
+    # The live slot's processes (microsvc-asgi's main process and its two workers); the idle slot none.
+    assert int(series['microsvc_asgi_processes{service="service7",slot="%s"}' % live]) >= 3, text
+    assert series['microsvc_asgi_processes{service="service7",slot="%s"}' % idle] == "0", text
+    assert float(series['microsvc_asgi_rss_bytes{service="service7"}']) > 10 * 1024 * 1024, text
+    assert series.get('microsvc_uwsgi_up{service="service2"}') == "1", text
+    assert not any("service2" in key for key in series if key.startswith("microsvc_asgi_")), text
+
+
 def test_a_redeploy_under_load_fails_no_request_and_closes_websockets_with_1001(host, workdir, code, wsgi_master):
     before = slot_pids(host)
     app = code / "service7" / "svc7" / "asgi.py"
