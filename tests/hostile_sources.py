@@ -138,7 +138,42 @@ def dir_cases(base, canary):
     path = tree("dir-fifo")
     os.mkfifo(os.path.join(path, "pipe"))
     out.append(("dir-fifo", path, "not a regular file", "source.path"))
+    # A requirements file names where packages come from, or a file of the controller: each refused,
+    # naming the file, the line and what is allowed, before anything is fetched or read.
+    for case_id, lines, fragment in REQUIREMENTS_FILE_CASES:
+        path = tree(case_id)
+        with open(os.path.join(path, "requirements.txt"), "w") as handle:
+            handle.write("Django>=5.2,<5.3\n" + lines.replace("CANARY", canary))
+        if case_id == "req-include-loop":
+            with open(os.path.join(path, "base.txt"), "w") as handle:
+                handle.write("-r requirements.txt\n")
+        out.append((case_id, path, fragment, "requirements_file"))
     return out
+
+
+# (case, lines after a first good one, what the refusal says)
+REQUIREMENTS_FILE_CASES = [
+    ("req-index-url", "--index-url https://evil.example/simple\n", "line 2, is the option '--index-url'"),
+    ("req-short-index", "-i https://evil.example/simple\n", "is the option '-i'"),
+    ("req-extra-index", "--extra-index-url=https://evil.example/simple\n", "is the option '--extra-index-url'"),
+    ("req-find-links-absolute", "-f /root/.ssh\n", "names '/root/.ssh', outside the source"),
+    ("req-find-links-up", "--find-links ../../\n", "outside the source"),
+    ("req-find-links-url", "--find-links https://evil.example/wheels/\n", "is the option '--find-links'"),
+    ("req-find-links-file", "--find-links app.py\n", "not a directory of the source"),
+    ("req-trusted-host", "--trusted-host evil.example\n", "is the option '--trusted-host'"),
+    ("req-constraint", "-c /etc/passwd\n", "is the option '-c'"),
+    ("req-editable", "-e git+https://evil.example/x.git#egg=x\n", "is the option '-e'"),
+    ("req-include-outside", "-r ../../../etc/passwd\n", "outside the source"),
+    ("req-include-absolute", "-r CANARY\n", "outside the source"),
+    ("req-include-missing", "-r nothere.txt\n", "which the source does not have"),
+    ("req-include-loop", "-r base.txt\n", "in a loop"),
+    ("req-direct-url", "evil @ https://evil.example/evil-1.0-py3-none-any.whl\n", "names a URL or path"),
+    ("req-local-path", "./vendor/evil.whl\n", "is not a requirement specifier"),
+    ("req-bad-option-after", "django==5.2 --global-option=--evil\n", "has the option '--global-option'"),
+    ("req-continued-option", "django==5.2 \\\n    --install-option=x\n", "line 2, has the option '--install-option'"),
+    ("req-control-char", "django\x1b[2J==5.2\n", "has a control character"),
+    ("req-pip-option", "--use-feature=truststore\n", "is the option '--use-feature'"),
+]
 
 
 def git_repo(path, files, symlinks=()):

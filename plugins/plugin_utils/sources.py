@@ -27,6 +27,7 @@ import fnmatch
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -284,6 +285,117 @@ def read_requirements(tree, relpath):
         raise SourceError("the requirements file %r is not UTF-8 text" % relpath, field="requirements_file") from None
 
 
+# What a requirements file in a release source may say: requirement specifiers from the index (with
+# --hash options for a locked file) and the options that choose a package's form. Where packages
+# come from is the operator's setting (uwsgi_vassal_pip_index_url), never the source's: an index,
+# a find-links location, a URL, a path, an editable install or another file (-r, -c) would make
+# the controller fetch or read what the source names.
+REQUIREMENT_OPTION = re.compile(r"--(?:no-binary|only-binary)(?:=| +)[A-Za-z0-9._,:-]{1,2000}|--pre|--prefer-binary")
+HASH_OPTION = re.compile(r"--hash(?:=| +)(?:sha256|sha384|sha512):[0-9a-f]{32,128}")
+INCLUDE_OPTION = re.compile(r"(?:-r|--requirement)(?:=| *)([A-Za-z0-9._/-]{1,200})")
+FIND_LINKS_OPTION = re.compile(r"(?:-f|--find-links)(?:=| +)([A-Za-z0-9._/-]{1,200})")
+ALLOWED_REQUIREMENT_LINES = ("a requirement specifier from the index (e.g. 'Django>=5.2,<5.3', with environment "
+                             "markers and --hash=sha256:... options), '--no-binary NAMES', '--only-binary NAMES', "
+                             "'--pre', '--prefer-binary' and comments; the index is the operator's setting "
+                             "(uwsgi_vassal_pip_index_url), never the source's")
+
+
+def _logical_lines(text):
+    """(first physical line number, logical line) with continuations joined and comments removed."""
+    out, buf, start = [], "", None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(?:^|\s)#.*$", "", raw).rstrip()
+        if start is None:
+            start = number
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        out.append((start, (buf + line).strip()))
+        buf, start = "", None
+    if buf.strip():
+        out.append((start, buf.strip()))
+    return [(n, line) for n, line in out if line]
+
+
+def check_requirements(text, where):
+    """Refuse a requirements text with anything but ALLOWED_REQUIREMENT_LINES (SourceError naming
+    the line); ``where`` says which file or field it came from."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for number, line in _logical_lines(text):
+        if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in line):
+            problem = "has a control character"
+        elif REQUIREMENT_OPTION.fullmatch(line):
+            continue
+        elif line.startswith("-"):
+            problem = "is the option %r" % line.split()[0].split("=")[0][:40]
+        else:
+            words = line.split(" --")
+            spec, options = words[0].strip(), ["--" + w.strip() for w in words[1:]]
+            bad = [o for o in options if not HASH_OPTION.fullmatch(o)]
+            try:
+                requirement = Requirement(spec)
+            except InvalidRequirement:
+                requirement = None
+            if bad:
+                problem = "has the option %r (only --hash=<algorithm>:<hex digest> may follow a requirement)" % \
+                    bad[0].split("=")[0][:40]
+            elif requirement is None:
+                problem = "is not a requirement specifier (%r)" % spec[:80]
+            elif requirement.url:
+                problem = "names a URL or path (%r)" % spec[:80]
+            else:
+                continue
+        raise SourceError("%s, line %d, %s: allowed are %s" % (where, number, problem, ALLOWED_REQUIREMENT_LINES),
+                          field="requirements_file")
+
+
+def _inside_source(tree, relpath, name, field_path):
+    """``name`` (relative to the file ``relpath`` of the source) as a path inside the source, or
+    SourceError."""
+    target = os.path.normpath(os.path.join(os.path.dirname(relpath), name))
+    real = os.path.realpath(os.path.join(tree, target))
+    if os.path.isabs(name) or target.split("/")[0] == ".." or not _inside(real, os.path.realpath(tree)):
+        raise SourceError("the requirements file %r names %r, outside the source" % (field_path, name),
+                          field="requirements_file")
+    return target, real
+
+
+def load_requirements(tree, relpath, _seen=()):
+    """The requirements file's text with every ``-r FILE`` replaced by that file's text (a file of the
+    same source, relative to the including file, at most 10 deep) and every ``--find-links DIR`` (a
+    directory of the source) made absolute for the controller's resolver; each line checked
+    (check_requirements)."""
+    if len(_seen) >= 10 or relpath in _seen:
+        raise SourceError("the requirements file %r is included in a loop or more than 10 deep (%s)"
+                          % (relpath, " -> ".join(_seen + (relpath,))), field="requirements_file")
+    text = read_requirements(tree, relpath)
+    if _seen and not text and not os.path.lexists(os.path.join(tree, relpath)):
+        raise SourceError("the requirements file %r includes %r, which the source does not have"
+                          % (_seen[-1], relpath), field="requirements_file")
+    out, own = [], []
+    for line in text.splitlines():
+        bare = re.sub(r"(?:^|\s)#.*$", "", line).strip()
+        include, links = INCLUDE_OPTION.fullmatch(bare), FIND_LINKS_OPTION.fullmatch(bare)
+        if include:
+            target, _real = _inside_source(tree, relpath, include.group(1), relpath)
+            out.append(load_requirements(tree, target, _seen + (relpath,)).rstrip("\n"))
+            own.append("")
+        elif links:
+            _target, real = _inside_source(tree, relpath, links.group(1), relpath)
+            if not os.path.isdir(real):
+                raise SourceError("the requirements file %r names %r for --find-links, which is not a directory of "
+                                  "the source" % (relpath, links.group(1)), field="requirements_file")
+            out.append("--find-links %s" % real)
+            own.append("")
+        else:
+            out.append(line)
+            own.append(line)
+    # This file's own lines (an include is checked as its file), at their line numbers.
+    check_requirements("\n".join(own), "the requirements file %r" % relpath)
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def prepare_source(svc, cache=None):
     """Fetch, inspect and repack the source of a present service (controller only).
 
@@ -306,7 +418,7 @@ def prepare_source(svc, cache=None):
             entries = scan_tree(tree, list(src.get("exclude") or []))
         except SourceError as exc:
             raise SourceError(str(exc), field="source.repo" if src["type"] == "git" else "source.path") from None
-        requirements = read_requirements(tree, svc["requirements_file"])
+        requirements = load_requirements(tree, svc["requirements_file"])
         if svc["requirements"]:
             requirements = requirements.rstrip("\n") + ("\n" if requirements.strip() else "")
             requirements += "\n".join(svc["requirements"]) + "\n"

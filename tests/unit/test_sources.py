@@ -180,3 +180,35 @@ def test_host_extraction_of_a_normalised_release(tree, tmp_path):
     assert (dest / "app.py").read_text().startswith("def application")
     assert oct((dest / "run.sh").stat().st_mode & 0o7777) == oct(0o755)
     assert oct((dest / "app.py").stat().st_mode & 0o7777) == oct(0o644)
+
+
+def test_requirements_files_may_include_their_siblings_pin_hashes_and_choose_forms(tmp_path):
+    """What a real project's requirements say is kept: -r of another file of the source (relative to
+    the including file, comments and continuations), hashes, markers, --no-binary and --pre."""
+    code = tmp_path / "code"
+    (code / "requirements").mkdir(parents=True)
+    (code / "app.py").write_text("")
+    digest = "a" * 64
+    (code / "requirements" / "base.txt").write_text(
+        "# shared\nDjango==5.2.1 \\\n    --hash=sha256:%s\nredis==6.4.0 ; python_version >= '3.9'  # cache\n" % digest)
+    (code / "requirements" / "prod.txt").write_text(
+        "-r base.txt  # the base\n--no-binary=uwsgi\n--pre\n--find-links ../wheels\ncelery[redis]>=5.5\n")
+    (code / "wheels").mkdir()
+    entry = dict(svc("inc", {"type": "dir", "path": str(code)}), requirements_file="requirements/prod.txt")
+    rel = sources.prepare_source(entry, str(tmp_path / "cache"))
+    lines = rel["requirements"].splitlines()
+    assert "Django==5.2.1 \\" in lines and "    --hash=sha256:%s" % digest in lines, lines
+    assert "-r base.txt  # the base" not in lines and "--no-binary=uwsgi" in lines and "celery[redis]>=5.5" in lines
+    assert lines.index("# shared") < lines.index("celery[redis]>=5.5")
+    # The source's wheel directory, for the controller's resolver: where the source is on the controller.
+    assert "--find-links %s" % os.path.realpath(code / "wheels") in lines
+
+
+def test_a_requirements_refusal_names_the_file_the_line_and_what_is_allowed(tree, tmp_path):
+    (tree / "requirements.txt").write_text("Django>=5.2,<5.3\n\n--extra-index-url https://evil.example/simple\n")
+    with pytest.raises(sources.SourceError) as info:
+        sources.prepare_source(svc("s", {"type": "dir", "path": str(tree)}), str(tmp_path / "cache"))
+    message = str(info.value)
+    assert "the requirements file 'requirements.txt', line 3, is the option '--extra-index-url'" in message
+    assert "allowed are a requirement specifier" in message and "uwsgi_vassal_pip_index_url" in message
+    assert info.value.field == "requirements_file"

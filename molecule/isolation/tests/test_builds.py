@@ -9,8 +9,8 @@ a process behind that keeps writing, tries to write into the victim's build, the
 a neighbour's directories, and to read their environment files and virtualenvs. It writes what
 it managed into its own virtualenv (the only place it may write), where the test reads it; every
 check is also made from outside. The packages reach the host the ordinary way: the sources'
-requirements files (``--no-binary``, ``--find-links``) make the controller's wheelhouse carry
-their sdists, which the host builds.
+requirements files (``--no-binary``, ``--find-links`` of a directory of the source) make the
+controller's wheelhouse carry their sdists, which the host builds.
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ setup(name="hostilebuildpkg", version="1.0", py_modules=["hostilebuildpkg"])
 
 def _sdist(directory, name, setup_py):
     """A source distribution (name-1.0.tar.gz) whose setup.py is ``setup_py``."""
+    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "%s-1.0.tar.gz" % name)
     with tarfile.open(path, "w:gz") as tar:
         for member, text in (("setup.py", setup_py), ("%s.py" % name, "VALUE = 1\n")):
@@ -175,9 +176,16 @@ def _source(directory, requirements=""):
     return directory
 
 
-def _requirements(sdists, package):
-    # setuptools and wheel travel in the wheelhouse: the host's isolated build needs them offline.
-    return "--no-binary %s\n--find-links %s\n%s==1.0\nsetuptools\nwheel\n" % (package, sdists, package)
+def _requirements(package):
+    # The package's sdist is a file of the source (its directory sdists/); setuptools and wheel travel
+    # in the wheelhouse: the host's isolated build needs them offline.
+    return "--no-binary %s\n--find-links sdists\n%s==1.0\nsetuptools\nwheel\n" % (package, package)
+
+
+def _prepared(requirements, source):
+    """The requirements text as the controller prepares it (sources.load_requirements): the source's
+    --find-links directory made absolute."""
+    return requirements.replace("--find-links sdists", "--find-links %s/sdists" % os.path.realpath(source))
 
 
 def _venv_key(requirements):
@@ -219,14 +227,12 @@ def hostile_build(host, tmp_path_factory):
     """Deploy the two services plainly (accounts, directories), take the view from outside, then
     deploy them again with the packages above, both built in one batch. Removed at the end."""
     tmp = str(tmp_path_factory.mktemp("builds"))
-    sdists = os.path.join(tmp, "sdists")
-    os.makedirs(sdists)
-    victim_req = _requirements(sdists, "victimpkg")
-    attacker_req = _requirements(sdists, "hostilebuildpkg")
-    victim_build = "%s/%s" % (CACHE, _venv_key(victim_req))
+    victim_dir, attacker_dir = os.path.join(tmp, "victim"), os.path.join(tmp, "attacker")
+    victim_req, attacker_req = _requirements("victimpkg"), _requirements("hostilebuildpkg")
+    victim_build = "%s/%s" % (CACHE, _venv_key(_prepared(victim_req, victim_dir)))
     token = "evil-" + uuid.uuid4().hex[:12]  # what the attacker names its files: none may appear outside
-    _sdist(sdists, "victimpkg", VICTIM_SETUP)
-    _sdist(sdists, "hostilebuildpkg", ATTACK_SETUP % dict(
+    _sdist(os.path.join(victim_dir, "sdists"), "victimpkg", VICTIM_SETUP)
+    _sdist(os.path.join(attacker_dir, "sdists"), "hostilebuildpkg", ATTACK_SETUP % dict(
         victim_build=victim_build, report=REPORT, persist=PERSIST,
         token=token,
         targets=[victim_build + "/" + token, victim_build + "/pyvenv.cfg", victim_build + "/bin/python3." + token,
@@ -244,12 +250,12 @@ def hostile_build(host, tmp_path_factory):
     rc, out = _deploy(host, inventory, _services(plain_victim, plain_attacker), tmp)
     assert rc == 0, out[-4000:]
     before = Outside(host)
-    victim_src = _source(os.path.join(tmp, "victim"), victim_req)
-    attacker_src = _source(os.path.join(tmp, "attacker"), attacker_req)
+    victim_src = _source(victim_dir, victim_req)
+    attacker_src = _source(attacker_dir, attacker_req)
     started = time.time()
     rc, out = _deploy(host, inventory, _services(victim_src, attacker_src), tmp)
     result = dict(rc=rc, out=out, started=started, token=token, outside=before, victim_build=victim_build,
-                  attacker_key=_venv_key(attacker_req))
+                  attacker_key=_venv_key(_prepared(attacker_req, attacker_dir)))
     yield result
     rc, out = _deploy(host, inventory, _services(plain_victim, plain_attacker, state="absent"), tmp)
     assert rc == 0, out[-4000:]
