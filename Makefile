@@ -27,7 +27,7 @@ MOLECULE_JOBS ?= 3
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := dist/microsvc-deploy-$(VERSION).tar.gz
 
-.PHONY: help venv images lint build sanity unit molecule test demo demo-clean bench clean
+.PHONY: help venv images lint build sanity unit checks molecule test demo demo-clean bench clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -77,7 +77,14 @@ $(SSLYZE_VENV)/.stamp: requirements-sslyze.txt
 molecule: venv images $(SSLYZE_VENV)/.stamp
 	tools/molecule-queues --jobs $(MOLECULE_JOBS) --images "$(EXTRA_IMAGES)" $(SCENARIOS)
 
-test: lint build sanity unit molecule
+# Lint and the build first (quick, and they fail fast); then the sanity and unit tests run beside
+# the molecule scenarios, which spend most of their time waiting for their containers.
+test: lint build
+	$(MAKE) --no-print-directory -j2 --output-sync=line molecule checks
+
+# ansible-test sanity, then the unit and integration tests, one after the other.
+checks:
+	$(MAKE) --no-print-directory -j1 sanity unit
 
 demo: venv
 	tools/ensure-docker
