@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -754,3 +755,124 @@ def test_jobs_worker_class_says_which_release_starts(monkeypatch):
     worker = import_release_module(SAMPLES / "jobs", "jobsvc.worker")
     assert worker.Worker().work() == "worked"
     assert started and "version 1" in started[0]
+
+
+# --- shop: Django with a Celery worker and beat, in a subprocess ---------------------------------
+# Celery itself (and Redis) is exercised by the lifecycle scenario; here a stand-in ``celery``
+# package records how the project configures its app, and the task's function is called with a
+# stand-in for Celery's bound task (its name and request).
+
+SHOP = SAMPLES / "shop"
+
+FAKE_CELERY = '''
+class Celery:
+    def __init__(self, main, include=()):
+        self.main, self.include, self.config_source, self.tasks = main, list(include), None, {}
+        self.conf = type("Conf", (), {})()
+
+    def config_from_object(self, source, namespace=None):
+        self.config_source = (source, namespace)
+
+    def task(self, bind=False):
+        def register(function):
+            self.tasks["%s.%s" % (function.__module__, function.__name__)] = bind
+            return function
+        return register
+'''
+
+SHOP_DRIVER = """
+import json
+import os
+import sys
+import types
+from wsgiref.util import setup_testing_defaults
+
+sys.path.insert(0, os.getcwd())
+import django
+from django.conf import settings
+from django.core.management import call_command
+
+import shop
+django.setup()
+call_command("migrate", interactive=False, verbosity=0)
+from shop.tasks import record
+from shop.wsgi import application
+
+app = shop.celery_app
+task = types.SimpleNamespace(name="shop.tasks.record",
+                             request=types.SimpleNamespace(id="t-1", hostname="celery@node1"))
+returned = record(task, "beat")
+if sys.argv[1]:  # a half-written last line and a cut first line are skipped by runs/
+    with open(settings.SHOP_TASK_RECORD, "a", encoding="utf-8") as handle:
+        handle.write(sys.argv[1])
+
+def get(path):
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/api/shop", "PATH_INFO": path, "QUERY_STRING": ""}
+    setup_testing_defaults(environ)
+    seen = {}
+    body = b"".join(application(environ, lambda status, headers, exc_info=None: seen.update(status=status)))
+    return {"status": int(seen["status"].split()[0]), "body": json.loads(body)}
+
+print(json.dumps({
+    "broker": settings.CELERY_BROKER_URL,
+    "config_source": app.config_source,
+    "include": app.include,
+    "tasks": app.tasks,
+    "beat_schedule": app.conf.beat_schedule,
+    "returned": returned,
+    "record": open(settings.SHOP_TASK_RECORD, encoding="utf-8").read(),
+    "pid": os.getpid(), "ppid": os.getppid(),
+    "home": get("/"), "health": get("/health/"), "runs": get("/runs/"),
+}))
+"""
+
+
+def run_shop(tmp_path, extra_line="", **env):
+    fake = tmp_path / "fake"
+    (fake / "celery").mkdir(parents=True)
+    (fake / "celery" / "__init__.py").write_text(FAKE_CELERY)
+    release = tmp_path / "6d1f0c2ab934"
+    shutil.copytree(SHOP, release, ignore=shutil.ignore_patterns("__pycache__", "data-local"))
+    (tmp_path / "data").mkdir()
+    environ = django_env(PYTHONPATH=fake, MICROSVC_DATA_DIR=tmp_path / "data", **env)
+    environ.pop("DJANGO_SETTINGS_MODULE")  # the project sets it itself (shop/celery.py, shop/wsgi.py)
+    proc = subprocess.run([sys.executable, "-c", SHOP_DRIVER, extra_line], cwd=release, env=environ,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_shop_layout_matches_its_entry():
+    for path in ("manage.py", "shop/__init__.py", "shop/celery.py", "shop/settings.py", "shop/tasks.py",
+                 "shop/urls.py", "shop/views.py", "shop/wsgi.py"):
+        assert (SHOP / path).is_file(), path
+    assert (SHOP / "requirements.txt").read_text().splitlines() == ["Django==5.2.20", "celery[redis]==5.6.3"]
+
+
+def test_shop_celery_app_reads_the_broker_from_the_environment_and_beat_sends_the_task(tmp_path):
+    seen = run_shop(tmp_path, CELERY_BROKER_URL="redis://10.0.3.7:6379/4")
+    assert seen["broker"] == "redis://10.0.3.7:6379/4"
+    assert seen["config_source"] == ["django.conf:settings", "CELERY"]
+    assert seen["include"] == ["shop.tasks"] and seen["tasks"] == {"shop.tasks.record": True}
+    assert seen["beat_schedule"] == {
+        "record-every-2-seconds": {"task": "shop.tasks.record", "schedule": 2.0, "args": ["beat"]}}
+
+
+def test_shop_task_records_who_ran_it(tmp_path):
+    seen = run_shop(tmp_path)
+    assert seen["broker"] == "redis://127.0.0.1:6379/0"
+    line = json.loads(seen["record"])
+    assert line == seen["returned"]
+    assert line["task"] == "shop.tasks.record" and line["id"] == "t-1" and line["sender"] == "beat"
+    assert line["hostname"] == "celery@node1" and line["host"] == socket.gethostname()
+    assert line["release"] == "6d1f0c2ab934" and line["pid"] == seen["pid"] and line["worker_pid"] == seen["ppid"]
+
+
+def test_shop_web_answers_home_health_and_the_last_runs(tmp_path):
+    seen = run_shop(tmp_path, extra_line='{"task": "shop.tasks.rec')
+    assert seen["home"] == {"status": 200, "body": {
+        "service": "shop", "release": "6d1f0c2ab934",
+        "links": {"health": "/api/shop/health/", "runs": "/api/shop/runs/"}}}
+    assert seen["health"] == {"status": 200, "body": {"status": "ok", "service": "shop"}}
+    assert seen["runs"]["status"] == 200
+    assert seen["runs"]["body"] == {"service": "shop", "runs": [seen["returned"]]}

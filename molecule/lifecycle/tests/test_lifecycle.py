@@ -1,5 +1,6 @@
 """Per-service lifecycle on one host: add, redeploy under load, break, roll back, remove; then
-a service's workers, schedules and release commands (the jobs sample, with Redis).
+a service's workers, schedules and release commands (the jobs sample, with Redis); last, a
+Django service with a Celery worker and beat (the shop sample, docs/processes.md's example).
 
 The scenario converges the four demo services; these tests then act as an operator does:
 edit the service list (a fresh inventory per step, pointing at copies of the sample code)
@@ -690,3 +691,98 @@ def test_a_service_dropped_from_the_list_leaves_no_unit_and_no_process(host, wor
     assert len(runs(host, "tick")) == tick_runs
     assert host.check_output("ps -u jobs -o stat= | grep -vc '^Z' || true") == "0"  # zombies aside
     assert http(host, "/api/jobs/")["status"] == 404
+
+
+# --- a Django service with a Celery worker and beat (docs/processes.md's worked example) ---------
+# The shop sample: Celery's broker is Redis (database 1; the jobs sample used 0), beat sends
+# shop.tasks.record every 2 seconds and the worker appends who ran it to the service's data
+# directory, which GET /runs/ reads back through the gateway. Its requirements are Django and
+# celery[redis], whose redis needs async-timeout below Python 3.11.3 only: Debian 12's 3.11.2 does,
+# the controller's newer 3.11 does not.
+
+SHOP_UNITS = {"celery": "microsvc-shop.worker-celery@1.service", "beat": "microsvc-shop.worker-beat@1.service"}
+SHOP_DATA = "/opt/www/shop/shared/data"
+
+
+def shop_entry():
+    """The entry of docs/processes.md's example, with the sample as its source and a health path."""
+    return {"name": "shop", "source": os.path.join(PROJECT, "samples", "shop"), "module": "shop.wsgi",
+            "django": {"settings": "shop.settings"},
+            "health": {"path": "health/", "body": '"status": "ok"'},
+            "env": {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/1"},
+            "workers": [
+                {"name": "celery", "argv": ["celery", "-A", "shop", "worker", "-l", "info", "--concurrency", "2"],
+                 "grace": 120},
+                {"name": "beat", "argv": ["celery", "-A", "shop", "beat", "-l", "info",
+                                          "--schedule", SHOP_DATA + "/celerybeat-schedule"],
+                 "once": True},
+            ]}
+
+
+def shop_runs(host):
+    answer = http(host, "/api/shop/runs/")
+    assert answer["status"] == 200, answer
+    return json.loads(answer["body"])["runs"]
+
+
+def main_pid(host, unit):
+    return int(host.check_output("systemctl show -p MainPID --value %s" % unit) or 0)
+
+
+def test_a_django_service_with_a_celery_worker_and_beat(host, workdir, state):
+    services = state["final"] + [shop_entry()]
+    rc, out = deploy(workdir, "shop-add", services, ["-e", "deploy_services=shop"])
+    assert rc == 0, out
+    release = release_of(host, "shop")
+    # The worker and beat run, as the service's user, the pool's processes too.
+    mains = {name: main_pid(host, unit) for name, unit in SHOP_UNITS.items()}
+    assert all(mains.values()), mains
+    for unit in SHOP_UNITS.values():
+        assert host.check_output("systemctl is-active %s || true" % unit) == "active", unit
+    pool = [int(pid) for pid in host.check_output("ps -o pid= --ppid %d" % mains["celery"]).split()]
+    assert len(pool) == 2, pool
+    users = {host.check_output("ps -o user= -p %d" % pid) for pid in [*mains.values(), *pool]}
+    assert users == {"shop"}, users
+    # Within 30 s, beat sent the task three times and the worker ran it each time: every run names
+    # a process of the worker's pool (its parent is the worker unit's main process), the worker's
+    # node and the current release.
+    deadline = time.time() + 30
+    while len(runs := [r for r in shop_runs(host) if r["sender"] == "beat"]) < 3:
+        assert time.time() < deadline, runs
+        time.sleep(1)
+    hostname = host.check_output("hostname")
+    for run in runs:
+        assert run["task"] == "shop.tasks.record" and run["release"] == release, run
+        assert run["worker_pid"] == mains["celery"] and run["pid"] in pool, (run, mains, pool)
+        assert run["hostname"] == "celery@" + hostname and run["host"] == hostname, run
+    assert len({run["id"] for run in runs}) == len(runs), runs
+    worker_log = host.file("/opt/www/shop/shared/log/worker-celery.log").content_string
+    assert "Task shop.tasks.record[%s] succeeded" % runs[0]["id"] in worker_log, worker_log[-3000:]
+    beat_log = host.file("/opt/www/shop/shared/log/worker-beat.log").content_string
+    assert "Sending due task record-every-2-seconds (shop.tasks.record)" in beat_log, beat_log[-3000:]
+    schedule = host.check_output("ls %s" % SHOP_DATA).split()
+    assert any(name.startswith("celerybeat-schedule") for name in schedule), schedule
+    assert {host.file("%s/%s" % (SHOP_DATA, n)).user for n in schedule if n.startswith("celerybeat")} == {"shop"}
+    # The host's Python decides redis's async-timeout (python_full_version < "3.11.3"), not the
+    # controller's: the virtualenv has it exactly when the host's Python needs it, and
+    # redis.asyncio, which imports it there, imports.
+    probe = host.run("runuser -u shop -- /opt/www/shop/current/.venv/bin/python -c %s" % (
+        "'import importlib.util, json, sys, redis.asyncio; print(json.dumps([list(sys.version_info[:3]), "
+        "importlib.util.find_spec(\"async_timeout\") is not None]))'"))
+    assert probe.rc == 0, probe.stderr
+    version, has_async_timeout = json.loads(probe.stdout)
+    assert has_async_timeout == (tuple(version) < (3, 11, 3)), (version, has_async_timeout)
+    state["shop"] = {"release": release}
+
+
+def test_a_celery_service_dropped_from_the_list_leaves_nothing_running(host, workdir, state):
+    rc, out = deploy(workdir, "shop-gone", state["final"])
+    assert rc == 0, out
+    assert host.check_output("systemctl list-units --all --plain --no-legend 'microsvc-shop.*'") == ""
+    assert host.run("ls /etc/systemd/system | grep -c '^microsvc-shop\\.'").stdout.strip() == "0"
+    assert host.check_output("ps -u shop -o stat= | grep -vc '^Z' || true") == "0"  # zombies aside
+    assert "celery" not in host.check_output("ps -eo args")
+    records = host.file(SHOP_DATA + "/task-runs.jsonl").content_string
+    time.sleep(4)
+    assert host.file(SHOP_DATA + "/task-runs.jsonl").content_string == records
+    assert http(host, "/api/shop/")["status"] == 404
