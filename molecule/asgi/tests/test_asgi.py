@@ -8,6 +8,7 @@ files. The tests run in file order; each step starts from the state the previous
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -46,14 +47,21 @@ def wsgi_master(host):
     return pid
 
 
-def services(code, **asgi):
+def services(code, service1=None, **asgi):
+    """The scenario's list (group_vars/all/services.yml) with the test's copies of the code."""
     svc7 = {"name": "service7", "source": str(code / "service7"), "interface": "asgi",
             "module": "svc7.asgi:application", "processes": 2, "websocket_grace": 3,
-            "health": {"path": "health", "body": '"status":"ok"'}}
+            "health": {"path": "health", "body": '"status":"ok"'},
+            "workers": [{"name": "beat", "argv": ["python", "-m", "svc7.jobs", "worker"]}],
+            "schedules": [{"name": "tick", "argv": ["python", "-m", "svc7.jobs", "tick"], "interval": 2}],
+            "release_commands": [{"name": "record", "argv": ["python", "-m", "svc7.jobs", "release"]}]}
     svc7.update(asgi)
-    return [{"name": "service1", "source": str(code / "service1"), "interface": "asgi",
-             "module": "service1.asgi:application", "django": {"settings": "service1.settings"},
-             "env": {"DJANGO_ALLOWED_HOSTS": "*"}, "health": {"path": "health/", "body": '"status": "ok"'}},
+    svc1 = {"name": "service1", "source": str(code / "service1"), "interface": "asgi",
+            "module": "service1.asgi:application", "django": {"settings": "service1.settings"},
+            "env": {"DJANGO_ALLOWED_HOSTS": "*"}, "health": {"path": "health/", "body": '"status": "ok"'},
+            "rate_limit": {"rate": "5r/s", "burst": 5}, "client_max_body_size": "1k"}
+    svc1.update(service1 or {})
+    return [svc1,
             {"name": "service2", "source": str(code / "service2"), "module": "app", "health": {"path": "health"}},
             svc7]
 
@@ -164,8 +172,8 @@ def test_the_asgi_server_cannot_reach_systemd_and_is_exposed_at_most_4_5(host):
 
     assert mounted(pid) and not mounted(1)
     out = host.check_output("systemd-analyze security --no-pager -- %s 2>&1 | tail -1" % unit)
-    score = float(out.rsplit(":", 1)[1].split()[0])
-    assert score <= 4.5, out
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+    assert score and float(score.group(1)) <= 4.5, out
 
 def test_metrics_report_the_asgi_servers_next_to_the_wsgi_vassal(host):
     """The metrics writer reports each ASGI service from root's link and the kernel's cgroups (the
@@ -186,6 +194,71 @@ def test_metrics_report_the_asgi_servers_next_to_the_wsgi_vassal(host):
     assert float(series['microsvc_asgi_rss_bytes{service="service7"}']) > 10 * 1024 * 1024, text
     assert series.get('microsvc_uwsgi_up{service="service2"}') == "1", text
     assert not any("service2" in key for key in series if key.startswith("microsvc_asgi_")), text
+
+
+DATA = ROOT + "/shared/data"
+WORKER = "microsvc-service7.worker-beat@1.service"
+
+
+def current_release(host):
+    return os.path.basename(host.check_output("readlink %s/current" % ROOT))
+
+
+def records(host, kind):
+    """[(release, pid)] of the lines svc7.jobs wrote for ``kind``."""
+    text = host.run("cat %s/%s.log" % (DATA, kind)).stdout
+    return [(line.split(" release=")[1].split()[0], int(line.rsplit("pid=", 1)[1]))
+            for line in text.splitlines() if " release=" in line]
+
+
+def test_workers_schedules_and_release_commands_run_beside_the_asgi_server(host):
+    """As for a WSGI service: the release command ran for the live release before it went live,
+    the worker runs it as the service, in its slice, and the schedule runs at its interval."""
+    release = current_release(host)
+    assert records(host, "release")[-1][0] == release, records(host, "release")
+    assert host.check_output("systemctl is-active %s" % WORKER) == "active"
+    pid = int(host.check_output("systemctl show -p MainPID --value %s" % WORKER))
+    assert host.process.get(pid=pid).user == "service7"
+    assert "microsvc-service7.slice" in host.file("/proc/%d/cgroup" % pid).content_string
+    assert (release, pid) in records(host, "worker"), records(host, "worker")
+    before = len(records(host, "tick"))
+    deadline = time.time() + 30
+    while len(records(host, "tick")) < before + 2:
+        assert time.time() < deadline, records(host, "tick")
+        time.sleep(1)
+    assert records(host, "tick")[-1][0] == release
+    assert host.file(DATA + "/tick.log").user == "service7"
+
+
+BURST = r"""
+import json, sys, urllib.error, urllib.request
+def status(path, data=None):
+    try:
+        return urllib.request.urlopen(urllib.request.Request("http://127.0.0.1" + path, data=data), timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+path, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+print(json.dumps([status(path, b"x" * size if size else None) for _ in range(count)]))
+"""
+
+
+def burst(host, path, count, size=0):
+    """Statuses of ``count`` requests made one after another at once inside the container (a POST
+    of ``size`` bytes when size is given)."""
+    out = host.check_output("python3 -c %s %s %d %d" % (_quote(BURST), _quote(path), count, size))
+    return json.loads(out)
+
+
+def test_the_route_limits_rate_and_body_size_as_for_a_wsgi_route(host):
+    """service1 (5 requests/s, burst 5, bodies up to 1k): a burst gets 429 from the gateway, a
+    larger body 413, and the WSGI service's route is not limited."""
+    statuses = burst(host, "/api/service1/health/", 30)
+    assert statuses.count(429) >= 10 and 200 in statuses, statuses
+    assert burst(host, "/api/service2/health", 12) == [200] * 12
+    time.sleep(3)  # the rate's bucket empties
+    assert burst(host, "/api/service1/health/", 1, size=4096) == [413]
+    time.sleep(1)
+    assert burst(host, "/api/service1/health/", 1) == [200]
 
 
 def test_a_redeploy_under_load_fails_no_request_and_closes_websockets_with_1001(host, workdir, code, wsgi_master):
@@ -223,6 +296,16 @@ def test_a_redeploy_under_load_fails_no_request_and_closes_websockets_with_1001(
     assert "release_b" in http(host, "/api/service7/")["body"]
     assert json.loads(ws(host, "echo", WS_URL).stdout)["echo"] == "hello"
     assert master_pid(host, "service2") == wsgi_master
+
+
+def test_the_worker_and_the_release_command_follow_the_new_release(host):
+    """After the redeploy's switch: its release command ran for the new release, and the worker
+    runs the new release (a new process), as for a WSGI service."""
+    release = current_release(host)
+    assert records(host, "release")[-1][0] == release, records(host, "release")
+    pid = int(host.check_output("systemctl show -p MainPID --value %s" % WORKER))
+    assert (release, pid) in records(host, "worker"), (release, pid, records(host, "worker"))
+    assert len({r for r, _pid in records(host, "worker")}) >= 2
 
 
 def test_an_unhealthy_release_is_rolled_back(host, workdir, code, wsgi_master):
