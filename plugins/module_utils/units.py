@@ -564,6 +564,13 @@ def remove_all(service, units_dir=UNITS_DIR, systemd=None, check_mode=False):
         os.unlink(os.path.join(units_dir, name))
     if files:
         systemd.daemon_reload()
+    # A schedule's check that its timer had queued just before it stopped can still start and
+    # fail (its files are gone): stop what is still loaded and forget failed states, so that no
+    # unit of the service lingers in listings.
+    late = sorted(u for u in systemd.loaded(prefix(service) + "*") if parse_unit(service, u))
+    if late:
+        systemd.run(["stop", "--"] + late, check=False)
+    systemd.run(["reset-failed", "--", prefix(service) + "*"], check=False)
     # A slice stays loaded and active without its file until it is stopped (what still runs in
     # it, a vassal stopped a moment ago included, goes with it).
     systemd.run(["stop", "--", slice_name(service)], check=False)
