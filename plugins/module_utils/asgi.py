@@ -186,12 +186,16 @@ def swap_link(root, slot):
     os.replace(tmp, link_path(root))
 
 
+def boots(name, path, slot):
+    """Whether systemd starts ``slot`` at boot (``systemctl enable``'s link; ``path``: the web unit)."""
+    return os.path.lexists(os.path.join(os.path.dirname(path), "multi-user.target.wants", instance(name, slot)))
+
+
 def boot_slot(name, path, slot):
     """Make ``slot`` the one systemd starts at boot (its socket comes with it: the unit requires it)
     and no other: the enabled instance follows the link. ``path`` is the web unit's."""
-    wants = os.path.join(os.path.dirname(path), "multi-user.target.wants")
     for other in SLOTS:
-        enabled = os.path.lexists(os.path.join(wants, instance(name, other)))
+        enabled = boots(name, path, other)
         if other == slot and not enabled:
             _systemctl(["enable", "--", instance(name, other)])
         elif other != slot and enabled:
@@ -219,7 +223,7 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
     root = meta["root"]
     old, old_pid = running(name, root)
     if live == wanted and old is not None and not code_changed and not config_changed:
-        boot_slot(name, path, old)  # a host deployed before slots were enabled at boot
+        boot_slot(name, path, old)  # the probe found the live slot not enabled at boot
         return dict(action="none", old_workers=[old_pid], new_workers=[old_pid], master_pid=old_pid)
     sock_path = os.path.join(os.path.dirname(path), "microsvc-%s.web@.socket" % name)
     changed = False
@@ -268,11 +272,9 @@ def stop(name, path, timeout=90):
         return False
     for slot in SLOTS:
         stop_slot(name, slot, block=True)
-    wants = os.path.join(os.path.dirname(path), "multi-user.target.wants")
     for slot in SLOTS:
-        enabled = os.path.join(wants, instance(name, slot))
-        if os.path.lexists(enabled):
-            os.unlink(enabled)
+        if boots(name, path, slot):
+            os.unlink(os.path.join(os.path.dirname(path), "multi-user.target.wants", instance(name, slot)))
     for unit in (path, sock_path):
         if os.path.lexists(unit):
             os.unlink(unit)

@@ -91,8 +91,10 @@ def test_the_slot_started_at_boot_is_the_live_one_and_only_it(tmp_path, monkeypa
 
     monkeypatch.setattr(asgi, "_systemctl", systemctl)
     path = str(tmp_path / "microsvc-shop.web@.service")
+    assert not asgi.boots("shop", path, 1)
     asgi.boot_slot("shop", path, 1)
     assert sorted(os.listdir(wants)) == ["microsvc-shop.web@1.service"]
+    assert asgi.boots("shop", path, 1) and not asgi.boots("shop", path, 2)
     asgi.boot_slot("shop", path, 2)  # a deploy moved the link to slot 2
     assert sorted(os.listdir(wants)) == ["microsvc-shop.web@2.service"]
     calls.clear()
