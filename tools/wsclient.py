@@ -2,7 +2,9 @@
 """WebSocket test client (needs the `websockets` package; in the scenarios it runs with an ASGI
 service's virtualenv Python inside the container, against the gateway on its loopback).
 
-    wsclient.py echo URL                       one round trip; prints {"echo": ..., "seconds": ...}
+    wsclient.py echo URL [--insecure]          one round trip; prints {"echo": ..., "seconds": ...}
+                                               (--insecure: a wss:// URL's certificate is not checked,
+                                               for a gateway's self-signed one on its loopback)
     wsclient.py hold URL --count N --stop-file F --output O [--ready-file R]
         opens N connections, one round trip each, then keeps them open until F exists, writing
         for each how it ended: "open" (still open at the end), or the close code it received
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 
@@ -25,7 +28,10 @@ from websockets.exceptions import ConnectionClosed
 def opener(args):
     if args.unix:
         return lambda: unix_connect(args.unix, args.url, open_timeout=10, max_size=2 ** 20)
-    return lambda: connect(args.url, open_timeout=10, max_size=2 ** 20)
+    tls = {}
+    if args.url.startswith("wss://") and args.insecure:
+        tls["ssl"] = ssl._create_unverified_context()  # the test's own self-signed gateway
+    return lambda: connect(args.url, open_timeout=10, max_size=2 ** 20, **tls)
 
 
 async def echo(args):
@@ -87,6 +93,7 @@ def main():
     parser.add_argument("mode", choices=("echo", "hold", "rate"))
     parser.add_argument("url")
     parser.add_argument("--unix", help="connect to this unix socket instead of the URL's host")
+    parser.add_argument("--insecure", action="store_true", help="do not check a wss:// URL's certificate")
     parser.add_argument("--count", type=int, default=3)
     parser.add_argument("--stop-file")
     parser.add_argument("--ready-file")

@@ -94,6 +94,76 @@ def master_pid(host, name):
     return masters[0][1] if masters else None
 
 
+# --- ASGI services: no vassal; uvicorn (microsvc-asgi) in one of two systemd slots -------------
+
+ASGI_LINK = "/opt/www/%s/asgi.sock"
+
+
+def is_asgi(svc):
+    return svc.get("interface") == "asgi"
+
+
+def asgi_server(host, name):
+    """(slot, main pid) of an ASGI service's live server: the slot whose socket root's link
+    asgi.sock names, and that slot's unit's main process; (None, None) when it does not run."""
+    target = host.run("readlink %s" % ASGI_LINK % name).stdout.strip()
+    match = re.fullmatch(r"asgi-([12])\.sock", target)
+    if not match:
+        return None, None
+    show = dict(line.partition("=")[::2] for line in host.run(
+        "systemctl show -p ActiveState,MainPID microsvc-%s.web@%s.service" % (name, match.group(1))).stdout.splitlines())
+    if show.get("ActiveState") != "active" or show.get("MainPID", "0") == "0":
+        return None, None
+    return int(match.group(1)), int(show["MainPID"])
+
+
+def asgi_processes(host, name):
+    """[(user, pid, ppid, args)] of an ASGI service's live server: its main process (first) and
+    every process below it (microsvc-asgi forks one per `processes`)."""
+    _slot, main = asgi_server(host, name)
+    if main is None:
+        return []
+    rows = []
+    for line in host.check_output("ps -eo user:32,pid,ppid,args --no-headers").splitlines():
+        user, pid, ppid, args = line.split(None, 3)
+        rows.append((user, int(pid), int(ppid), args))
+    tree, frontier = [], {main}
+    while frontier:
+        found = [r for r in rows if r[1] in frontier and r not in tree]
+        tree.extend(found)
+        frontier = {r[1] for r in rows if r[2] in {f[1] for f in found}}
+    tree.sort(key=lambda p: p[1] != main)
+    return tree
+
+
+def web_processes(host, svc):
+    """The processes that serve a service's web requests: its uWSGI vassal's (master first), or
+    its ASGI server's (main process first)."""
+    return asgi_processes(host, svc["name"]) if is_asgi(svc) else vassal_processes(host, svc["name"])
+
+
+WSCLIENT = os.path.join(PROJECT, "tools", "wsclient.py")
+
+
+def wsclient_command(name, *args):
+    """A shell command that runs tools/wsclient.py (from a here-document) with the ASGI service
+    `name`'s virtualenv Python, which has `websockets` (the ASGI server's requirement), as the
+    service's own user: root never runs what the service's virtualenv holds."""
+    with open(WSCLIENT, encoding="utf-8") as handle:
+        script = handle.read()
+    python = "/opt/www/%s/current/.venv/bin/python" % name
+    return "runuser -u %s -- %s -I - %s <<'MICROSVC_EOF'\n%sMICROSVC_EOF" % (
+        name, python, " ".join(_quote(a) for a in args), script)
+
+
+def server_pid(host, name):
+    """The process a restart of a service's web server would replace: its uWSGI master, or, for
+    an ASGI service (root's asgi.sock link on the host), its live slot's main process."""
+    if host.file(ASGI_LINK % name).is_symlink:
+        return asgi_server(host, name)[1]
+    return master_pid(host, name)
+
+
 # --- driving the playbooks from a test, as an operator edits the inventory ----------------
 
 DEMO_SETTINGS = os.path.join(PROJECT, "inventories", "demo", "group_vars", "all", "settings.yml")

@@ -186,6 +186,22 @@ def swap_link(root, slot):
     os.replace(tmp, link_path(root))
 
 
+def boots(name, path, slot):
+    """Whether systemd starts ``slot`` at boot (``systemctl enable``'s link; ``path``: the web unit)."""
+    return os.path.lexists(os.path.join(os.path.dirname(path), "multi-user.target.wants", instance(name, slot)))
+
+
+def boot_slot(name, path, slot):
+    """Make ``slot`` the one systemd starts at boot (its socket comes with it: the unit requires it)
+    and no other: the enabled instance follows the link. ``path`` is the web unit's."""
+    for other in SLOTS:
+        enabled = boots(name, path, other)
+        if other == slot and not enabled:
+            _systemctl(["enable", "--", instance(name, other)])
+        elif other != slot and enabled:
+            _systemctl(["disable", "--", instance(name, other)], check=False)
+
+
 def stop_slot(name, slot, block=False):
     """Stop a slot: its socket first (no new connection reaches it), then its server, which lets
     its requests finish and closes its WebSockets after their grace period (without waiting for it
@@ -207,6 +223,7 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
     root = meta["root"]
     old, old_pid = running(name, root)
     if live == wanted and old is not None and not code_changed and not config_changed:
+        boot_slot(name, path, old)  # the probe found the live slot not enabled at boot
         return dict(action="none", old_workers=[old_pid], new_workers=[old_pid], master_pid=old_pid)
     sock_path = os.path.join(os.path.dirname(path), "microsvc-%s.web@.socket" % name)
     changed = False
@@ -235,6 +252,8 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
         # A slot that runs without the link naming it (a run cut short) goes too.
         other = 2 if new == 1 else 1
         stop_slot(name, other)
+    # After a reboot, systemd starts the slot the link names.
+    boot_slot(name, path, new)
     return dict(action="start" if old is None else "swap", old_workers=[old_pid] if old_pid else [],
                 new_workers=[pid], master_pid=pid)
 
@@ -253,6 +272,9 @@ def stop(name, path, timeout=90):
         return False
     for slot in SLOTS:
         stop_slot(name, slot, block=True)
+    for slot in SLOTS:
+        if boots(name, path, slot):
+            os.unlink(os.path.join(os.path.dirname(path), "multi-user.target.wants", instance(name, slot)))
     for unit in (path, sock_path):
         if os.path.lexists(unit):
             os.unlink(unit)

@@ -75,6 +75,33 @@ def test_the_live_slot_is_read_from_roots_link_only(tmp_path):
     assert asgi.live_slot(str(tmp_path)) is None
 
 
+def test_the_slot_started_at_boot_is_the_live_one_and_only_it(tmp_path, monkeypatch):
+    """systemctl enable/disable as systemd does them: a link in multi-user.target.wants."""
+    wants = tmp_path / "multi-user.target.wants"
+    wants.mkdir()
+    calls = []
+
+    def systemctl(args, check=True, timeout=120):
+        calls.append(args[0])
+        for unit in args[2:]:
+            if args[0] == "enable":
+                os.symlink("../microsvc-shop.web@.service", wants / unit)
+            elif args[0] == "disable":
+                os.unlink(wants / unit)
+
+    monkeypatch.setattr(asgi, "_systemctl", systemctl)
+    path = str(tmp_path / "microsvc-shop.web@.service")
+    assert not asgi.boots("shop", path, 1)
+    asgi.boot_slot("shop", path, 1)
+    assert sorted(os.listdir(wants)) == ["microsvc-shop.web@1.service"]
+    assert asgi.boots("shop", path, 1) and not asgi.boots("shop", path, 2)
+    asgi.boot_slot("shop", path, 2)  # a deploy moved the link to slot 2
+    assert sorted(os.listdir(wants)) == ["microsvc-shop.web@2.service"]
+    calls.clear()
+    asgi.boot_slot("shop", path, 2)  # nothing to do: no systemctl call
+    assert calls == []
+
+
 def test_http_answers_needs_a_status_line(tmp_path):
     import socket
     import threading

@@ -1,4 +1,5 @@
-"""The converged host: gateway, emperor and the four sample services, seen from outside."""
+"""The converged host: gateway, emperor and the sample services of inventories/demo (four WSGI
+services under uWSGI, one ASGI service under uvicorn), seen from outside."""
 
 import json
 import os
@@ -7,7 +8,17 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import NGINX_GROUP, PLATFORM, demo_services, http, route, vassal_processes
+from microsvc_checks import (
+    NGINX_GROUP,
+    PLATFORM,
+    asgi_server,
+    demo_services,
+    http,
+    is_asgi,
+    route,
+    web_processes,
+    wsclient_command,
+)
 
 SERVICES = demo_services()
 NAMES = [s["name"] for s in SERVICES]
@@ -65,7 +76,20 @@ def test_route_without_trailing_slash_redirects(host):
 
 @pytest.mark.parametrize("svc", SERVICES, ids=NAMES)
 def test_socket_mode_owner_and_group(host, svc):
-    sock = host.file("/opt/www/%s/uwsgi.sock" % svc["name"])
+    root = "/opt/www/%s" % svc["name"]
+    if is_asgi(svc):
+        # The gateway connects through root's link, in the root-owned service directory, to the
+        # live slot's socket, which systemd made.
+        slot, _pid = asgi_server(host, svc["name"])
+        assert slot, "no live ASGI slot"
+        link = host.file(root + "/asgi.sock")
+        # stat without -L: the link's own owner (testinfra's user follows the link).
+        assert link.is_symlink and host.check_output("stat -c %%U %s" % link.path) == "root"
+        assert link.linked_to == "%s/asgi-%d.sock" % (root, slot)
+        assert host.file(root).user == "root" and not host.file(root).mode & 0o022
+        sock = host.file("%s/asgi-%d.sock" % (root, slot))
+    else:
+        sock = host.file(root + "/uwsgi.sock")
     assert sock.is_socket
     assert sock.mode == 0o660
     assert sock.user == svc["name"]
@@ -73,9 +97,15 @@ def test_socket_mode_owner_and_group(host, svc):
 
 
 @pytest.mark.parametrize("svc", SERVICES, ids=NAMES)
-def test_vassal_runs_as_its_own_user_never_root(host, svc):
-    procs = vassal_processes(host, svc["name"])
-    expected = svc.get("processes", 2) + 1  # master and workers
+def test_web_server_runs_as_its_own_user_never_root(host, svc):
+    procs = web_processes(host, svc)
+    processes = svc.get("processes", 2)
+    if is_asgi(svc):
+        # microsvc-asgi serves alone, or forks one uvicorn process per `processes` and waits.
+        expected = processes + 1 if processes > 1 else 1
+        assert "microsvc-asgi" in procs[0][3], procs
+    else:
+        expected = processes + 1  # master and workers
     assert len(procs) == expected, procs
     assert {user for user, _pid, _ppid, _args in procs} == {svc["name"]}
 
@@ -115,6 +145,19 @@ def test_django_migrations_applied(host):
     resp = http(host, "/api/service1/items/")
     assert resp["status"] == 200, resp
     assert host.file("/opt/www/service1/shared/data/db.sqlite3").exists
+
+
+def test_websocket_echo_through_the_gateway(host):
+    """The Starlette sample's echo endpoint, through the gateway's WebSocket upgrade."""
+    cmd = host.run(wsclient_command("service7", "echo", "ws://127.0.0.1/api/service7/ws"))
+    assert cmd.rc == 0, cmd.stderr
+    assert json.loads(cmd.stdout)["echo"] == "hello", cmd.stdout
+
+
+def test_asgi_service_sees_its_route_as_root_path(host):
+    body = json.loads(http(host, "/api/service7/")["body"])
+    assert body["framework"] == "starlette" and body["root_path"] == "/api/service7", body
+    assert body["links"]["echo"] == "ws://127.0.0.1/api/service7/ws", body
 
 
 def test_wsgi_file_service_sees_the_stripped_prefix(host):

@@ -21,11 +21,12 @@ from microsvc_checks import (
     NGINX_GROUP,
     demo_services,
     http,
-    master_pid,
     recap_changed,
     run_playbook,
-    vassal_processes,
+    server_pid,
+    web_processes,
     write_inventory,
+    wsclient_command,
 )
 
 HOST = "microsvc-hardening"
@@ -38,11 +39,13 @@ NAMES = [s["name"] for s in SERVICES]
 
 def fingerprint(host):
     """Everything this collection writes on a host, with sizes, modes and times, and the PIDs
-    of every master: if a failed run changed anything, this changes."""
+    of every web server (uWSGI master, ASGI server): if a failed run changed anything, this changes."""
     files = host.check_output(
         "find /etc/nginx /etc/uwsgi /opt/www /etc/systemd/system /etc/logrotate.d "
         "-printf '%p %s %m %u %g %T@\\n' | sort | sha256sum")
-    pids = [master_pid(host, n) for n in NAMES] + [host.check_output("systemctl show -p MainPID --value nginx")]
+    pids = [server_pid(host, n) for n in NAMES]
+    assert all(pids), dict(zip(NAMES, pids))
+    pids += [host.check_output("systemctl show -p MainPID --value nginx")]
     return files, pids
 
 
@@ -80,6 +83,13 @@ def test_only_modern_tls_versions(host, version, accepted):
         "    print('REFUSED', exc)\n" % version)
     out = host.check_output("python3 -c %s" % _sh(script))
     assert out.startswith("OK" if accepted else "REFUSED"), out
+
+
+def test_websocket_echo_through_the_tls_gateway(host):
+    """The ASGI sample's WebSocket, upgraded on the HTTPS server (plain HTTP only redirects)."""
+    cmd = host.run(wsclient_command("service7", "echo", "wss://127.0.0.1/api/service7/ws", "--insecure"))
+    assert cmd.rc == 0, cmd.stderr
+    assert json.loads(cmd.stdout)["echo"] == "hello", cmd.stdout
 
 
 def test_tls_key_is_private(host):
@@ -185,13 +195,19 @@ def test_service_user_has_no_shell_and_cannot_touch_code_or_virtualenv(host, nam
 
 
 def test_no_service_listens_on_a_network_address(host):
-    out = host.check_output("ss -Hltnp")
+    out = host.check_output("ss -Hltunp")
     assert "uwsgi" not in out.lower() and "uWSGI" not in out, out
+    # Nor does any web server process (an ASGI server is a Python process).
+    for svc in SERVICES:
+        procs = web_processes(host, svc)
+        assert procs, svc["name"]
+        for _user, pid, _ppid, _args in procs:
+            assert "pid=%d," % pid not in out, (svc["name"], out)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_vassals_run_sandboxed(host, name):
-    procs = vassal_processes(host, name)
+@pytest.mark.parametrize("svc", SERVICES, ids=NAMES)
+def test_web_servers_run_sandboxed(host, svc):
+    procs = web_processes(host, svc)
     assert procs
     for _user, pid, _ppid, _args in procs:
         status = host.file("/proc/%d/status" % pid).content_string
@@ -306,9 +322,10 @@ def test_a_service_named_like_an_account_of_the_host_is_refused_before_it_change
     assert (after.shell, after.home, after.uid) == (shell, home, uid)
 
 
-def test_every_vassal_runs_as_its_own_unprivileged_user(host):
-    for name in NAMES:
-        procs = vassal_processes(host, name)
+def test_every_web_server_runs_as_its_own_unprivileged_user(host):
+    for svc in SERVICES:
+        name = svc["name"]
+        procs = web_processes(host, svc)
         assert procs and {user for user, _pid, _ppid, _args in procs} == {name}, procs
         assert host.user(name).uid != 0 and host.user(name).uid not in (host.user("admin").uid,)
 

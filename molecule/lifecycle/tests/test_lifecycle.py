@@ -28,15 +28,15 @@ from microsvc_checks import (
     Load,
     demo_services,
     http,
-    master_pid,
     recap_changed,
     run_playbook,
+    server_pid,
     vassal_processes,
     write_inventory,
 )
 
 HOST = "microsvc-lifecycle"
-OTHERS = ["service1", "service3", "service4"]
+OTHERS = ["service1", "service3", "service4", "service7"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def workdir(tmp_path_factory):
 def code(workdir):
     """Editable copies of the sample code, as an operator's working trees."""
     base = workdir / "code"
-    for name in ("service1", "service2", "service3", "service4", "jobs"):
+    for name in ("service1", "service2", "service3", "service4", "service7", "jobs"):
         shutil.copytree(os.path.join(PROJECT, "samples", name), base / name,
                         ignore=shutil.ignore_patterns("__pycache__", "data-local"))
     # service5 comes from a git repository at a tag, service6 from a release tarball.
@@ -99,7 +99,8 @@ def new_services(code):
 
 
 def masters(host, names):
-    return {name: master_pid(host, name) for name in names}
+    """Each service's web server: its uWSGI master, or its ASGI service's live slot's server."""
+    return {name: server_pid(host, name) for name in names}
 
 
 def set_body(code, text):
@@ -111,7 +112,7 @@ def set_body(code, text):
 
 
 def test_adding_a_service_by_inventory_edit_leaves_the_others_alone(host, workdir, code, state):
-    before = masters(host, ["service1", "service2", "service3", "service4"])
+    before = masters(host, ["service1", "service2", "service3", "service4", "service7"])
     assert all(before.values()), before
     rc, out = deploy(workdir, "add", services_with(add=new_services(code)))
     assert rc == 0, out
@@ -132,7 +133,7 @@ def currents(host, names):
 def test_six_new_services_in_one_run_one_broken(host, workdir, code, state):
     """Six services added in one run, one of which cannot import: the five others serve, the
     broken one never goes live and leaves no route, and the play fails naming only it."""
-    before = masters(host, ["service1", "service2", "service3", "service4", "service5", "service6"])
+    before = masters(host, ["service1", "service2", "service3", "service4", "service5", "service6", "service7"])
     batch = []
     for index in range(6):
         name = "batch%d" % index
@@ -171,7 +172,7 @@ def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
     set_body(code, "service2: release B")
     services = services_with(changes=[("service2", {"source": str(code / "service2"), "keep_releases": 3})],
                              add=state["added"])
-    before = masters(host, ["service1", "service2", "service3", "service4", "service5", "service6"])
+    before = masters(host, ["service1", "service2", "service3", "service4", "service5", "service6", "service7"])
     with Load(host, ["/api/service2/", "/api/service4/"], concurrency=6, duration=120) as load:
         rc, out = deploy(workdir, "release-b", services, ["-e", "deploy_services=service2"])
     result = load.result()
@@ -305,11 +306,12 @@ def test_rollback_playbook_returns_to_the_previous_release(host, workdir, state)
 
 
 def test_redeploying_every_service_in_one_run_under_load(host, workdir, code, state):
-    """New code for every service at once: one batch, no failed request, no master restarted."""
+    """New code for every service at once: one batch, no failed request, no master restarted (the
+    ASGI service's new release starts in its other slot)."""
     services = []
     for svc in state["release_b_services"]:
         svc = dict(svc)
-        if svc["name"] in ("service1", "service2", "service3", "service4"):
+        if svc["name"] in ("service1", "service2", "service3", "service4", "service7"):
             svc["source"] = str(code / svc["name"])
             (code / svc["name"] / "REVISION").write_text("every service, one run\n")
         services.append(svc)
@@ -327,7 +329,9 @@ def test_redeploying_every_service_in_one_run_under_load(host, workdir, code, st
         if svc["name"] == "service6":
             svc["source"] = dict(svc["source"], path=str(code / "service6-1.1.tar.gz"))
     names = [s["name"] for s in services]
-    before, currents_before = masters(host, names), currents(host, names)
+    wsgi = [s["name"] for s in services if s.get("interface") != "asgi"]
+    asgi_before = masters(host, ["service7"])
+    before, currents_before = masters(host, wsgi), currents(host, names)
     paths = ["/api/%s/" % name for name in names]
     with Load(host, paths, concurrency=6, duration=240) as load:
         rc, out = deploy(workdir, "everything", services)
@@ -337,6 +341,7 @@ def test_redeploying_every_service_in_one_run_under_load(host, workdir, code, st
         stats = result["urls"]["http://127.0.0.1" + path]
         assert stats["requests"] > 20 and stats["errors"] == 0 and stats["non_2xx"] == 0, (path, stats)
     assert masters(host, before) == before
+    assert masters(host, ["service7"])["service7"] not in (None, asgi_before["service7"])
     after = currents(host, names)
     assert all(after[n].split()[-2] != currents_before[n].split()[-2] for n in names), (currents_before, after)
     state["release_b_services"] = services
@@ -347,7 +352,7 @@ def test_removing_a_service_stops_it_and_its_route_only(host, workdir, state):
     for svc in services:
         if svc["name"] == "service3":
             svc["state"] = "absent"
-    others = masters(host, ["service1", "service2", "service4", "service5", "service6"])
+    others = masters(host, ["service1", "service2", "service4", "service5", "service6", "service7"])
     rc, out = deploy(workdir, "remove", services)
     assert rc == 0, out
     assert http(host, "/api/service3/")["status"] == 404
@@ -400,7 +405,7 @@ def test_service_dropped_from_the_list_is_removed_by_set_difference(host, workdi
         assert vassal_processes(host, name) == []
         assert host.file("/opt/www/%s" % name).exists  # never purged without being asked
     assert sorted(host.check_output("ls /etc/nginx/microsvc/routes").split()) == [
-        "service1.conf", "service2.conf", "service4.conf"]
+        "service1.conf", "service2.conf", "service4.conf", "service7.conf"]
     state["final"] = services
 
 

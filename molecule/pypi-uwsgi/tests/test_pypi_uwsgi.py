@@ -8,9 +8,16 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from microsvc_checks import NGINX_USER, demo_services, vassal_processes
+from microsvc_checks import NGINX_USER, asgi_processes, demo_services, is_asgi, vassal_processes
 
 UWSGI = "/opt/uwsgi/bin/uwsgi"
+WSGI = [s for s in demo_services() if not is_asgi(s)]
+ASGI = [s for s in demo_services() if is_asgi(s)]
+
+
+def test_the_demo_list_has_uwsgi_and_asgi_services():
+    """Both classes are checked below: an empty parameter list would skip them silently."""
+    assert WSGI and ASGI
 
 
 def test_platform_is_debian_running_the_redhat_family_variables(host):
@@ -47,7 +54,7 @@ def test_emperor_runs_the_pypi_binary(host):
     assert host.check_output("readlink /proc/%s/exe" % pid).strip() == UWSGI
 
 
-@pytest.mark.parametrize("svc", demo_services(), ids=[s["name"] for s in demo_services()])
+@pytest.mark.parametrize("svc", WSGI, ids=[s["name"] for s in WSGI])
 def test_vassals_load_no_plugin_and_run_the_pypi_build(host, svc):
     ini = host.file("/etc/uwsgi/vassals/%s.ini" % svc["name"]).content_string
     assert "plugins" not in ini
@@ -61,6 +68,20 @@ def test_vassals_load_no_plugin_and_run_the_pypi_build(host, svc):
     master = vassal_processes(host, svc["name"])[0]
     emperor = host.check_output("systemctl show -p MainPID --value uwsgi-emperor").strip()
     assert master[2] == int(emperor), "the vassal is a child of the PyPI-built emperor"
+
+
+@pytest.mark.parametrize("svc", ASGI, ids=[s["name"] for s in ASGI])
+def test_asgi_services_run_their_virtualenvs_python_outside_uwsgi(host, svc):
+    """An ASGI service needs no uWSGI: no vassal, and its server is its systemd unit's, run by the
+    Python of its virtualenv (3.11: test_service_virtualenvs_use_python_3_11), not by the emperor."""
+    assert not host.file("/etc/uwsgi/vassals/%s.ini" % svc["name"]).exists
+    procs = asgi_processes(host, svc["name"])
+    assert procs and "microsvc-asgi" in procs[0][3], procs
+    emperor = int(host.check_output("systemctl show -p MainPID --value uwsgi-emperor").strip())
+    assert procs[0][2] != emperor
+    # microsvc-run resolved `current` once: the release's own link to its virtualenv.
+    assert procs[0][3].startswith("/opt/www/%s/releases/" % svc["name"]), procs
+    assert "/.venv/bin/python /usr/local/lib/microsvc/microsvc-asgi" in procs[0][3], procs
 
 
 @pytest.mark.parametrize("svc", demo_services(), ids=[s["name"] for s in demo_services()])

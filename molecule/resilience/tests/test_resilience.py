@@ -18,11 +18,13 @@ import itertools
 
 from microsvc_checks import (
     Load,
+    asgi_server,
     demo_services,
     http,
     master_pid,
     run_playbook,
     vassal_processes,
+    web_processes,
     write_inventory,
 )
 
@@ -67,6 +69,21 @@ def test_killed_workers_then_master_come_back_and_others_never_fail(host):
         took = max(took, wait_until(
             lambda: master_pid(host, "service2") not in (None, old_master) and answers(host, "service2"),
             30, "service2 answering after its master died"))
+    assert_no_failure(load.result(), others)
+    assert took < 30
+
+
+def test_killed_asgi_server_comes_back_and_others_never_fail(host):
+    """The ASGI service's server (uvicorn in its live slot's unit), killed: systemd starts it again
+    in the same slot; the socket stayed, so the gateway's link still names it."""
+    others = ["/api/service1/", "/api/service4/"]
+    with Load(host, others, concurrency=4, duration=120, name="asgi-kill") as load:
+        slot, pid = asgi_server(host, "service7")
+        assert pid, "service7's live slot runs"
+        host.run("kill -9 %d" % pid)
+        took = wait_until(lambda: asgi_server(host, "service7") not in ((None, None), (slot, pid))
+                          and answers(host, "service7"), 30, "service7 answering after its server died")
+    assert asgi_server(host, "service7")[0] == slot
     assert_no_failure(load.result(), others)
     assert took < 30
 
@@ -187,5 +204,6 @@ def test_every_route_answers_after_the_host_restarts(host):
     wait_until(lambda: host.run("systemctl is-system-running").stdout.strip() in ("running", "degraded"),
                90, "systemd booting")
     wait_until(lambda: all_answer(host), 60, "every route answering after a restart")
-    for name in NAMES:
-        assert {u for u, _p, _pp, _a in vassal_processes(host, name)} == {name}
+    # uWSGI vassals come back with the emperor; an ASGI service's live slot is enabled at boot.
+    for svc in SERVICES:
+        assert {u for u, _p, _pp, _a in web_processes(host, svc)} == {svc["name"]}, svc["name"]
