@@ -178,6 +178,10 @@ def tcp_units(meta):
         "Backlog=1024",
         "Service=%s" % service_name,
         "",
+        # Enabled with the live slot (asgi.py): the port listens from boot on.
+        "[Install]",
+        "WantedBy=sockets.target",
+        "",
     ])
     service = "\n".join([
         head,
@@ -242,6 +246,9 @@ def _write_tcp_units(units_dir, name, wanted):
         elif os.path.lexists(path):
             os.unlink(path)
             changed = True
+    link = os.path.join(units_dir, WANTS["socket"], tcp_names(name)[0])
+    if not wanted and os.path.lexists(link):
+        os.unlink(link)
     return changed
 
 
@@ -398,6 +405,7 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
         raise VassalError(str(exc)) from None
     swap_link(root, new)
     _start_tcp(name, tcp_wanted, tcp_changed)
+    _enable(name, new, bool(tcp_wanted))
     if old is not None:
         # Connections that reached the old socket just before the swap wait in its backlog: the old
         # server accepts and answers them before it is told to stop (a stop closes the backlog).
@@ -409,6 +417,24 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
         stop_slot(name, other)
     return dict(action="start" if old is None else "swap", old_workers=[old_pid] if old_pid else [],
                 new_workers=[pid], master_pid=pid)
+
+
+WANTS = {"service": "multi-user.target.wants", "socket": "sockets.target.wants"}
+
+
+def _enable(name, slot, tcp):
+    """What starts at boot: the live slot (and the TCP listener where there is one), not the other
+    slot. Links only (--no-reload): the units are loaded already."""
+    other = 2 if slot == 1 else 1
+    _systemctl(["disable", "--no-reload", "--", instance(name, other)], check=False)
+    _systemctl(["enable", "--no-reload", "--", instance(name, slot)] + ([tcp_names(name)[0]] if tcp else []),
+               check=False)
+
+
+def _wants_links(units_dir, name):
+    """The links that enable a service's web units at boot (the slots', the TCP listener's)."""
+    return [os.path.join(units_dir, WANTS["service"], instance(name, s)) for s in SLOTS] + [
+        os.path.join(units_dir, WANTS["socket"], tcp_names(name)[0])]
 
 
 def _start_tcp(name, wanted, changed):
@@ -443,13 +469,14 @@ def stop(name, path, timeout=90):
     units_dir = os.path.dirname(path)
     sock_path = os.path.join(units_dir, "microsvc-%s.web@.socket" % name)
     tcp_paths = [os.path.join(units_dir, file_name) for file_name in tcp_names(name)]
-    if text is None and not any(os.path.lexists(p) for p in [sock_path] + tcp_paths):
+    if text is None and not any(os.path.lexists(p) for p in [sock_path] + tcp_paths + _wants_links(units_dir, name)):
         return False
     # The port first: the gateway's next connection goes to another app host at once.
     stop_tcp(name)
     for slot in SLOTS:
         stop_slot(name, slot, block=True)
-    for unit in [path, sock_path] + tcp_paths:
+    # Not started at boot any more: the links in the wants directories (root's) go with the units.
+    for unit in [path, sock_path] + tcp_paths + _wants_links(units_dir, name):
         if os.path.lexists(unit):
             os.unlink(unit)
     _systemctl(["daemon-reload"], check=False)

@@ -256,7 +256,7 @@ def test_each_platform_names_a_proxy_path_the_marker_accepts():
 
 @pytest.mark.parametrize("tcp", [False, True])
 def test_the_web_unit_template_writes_a_marker_asgi_py_reads(templar, tcp):  # noqa: F811
-    svc = {"name": "shop", "root": "/opt/www/shop", "log_dir": "/opt/www/shop/shared/log", "port": 18112,
+    svc = {"name": "shop", "group": "shop", "root": "/opt/www/shop", "log_dir": "/opt/www/shop/shared/log", "port": 18112,
            "module": "shop.asgi:app", "script_name": "/api/shop", "strip_route": True, "processes": 2,
            "websocket_grace": 3}
     variables = dict(ansible_managed="Ansible managed", __uwsgi_vassal_svc=svc, __uwsgi_vassal_tcp=tcp,
@@ -266,6 +266,8 @@ def test_the_web_unit_template_writes_a_marker_asgi_py_reads(templar, tcp):  # n
                      __uwsgi_vassal_slice="microsvc-shop.slice", uwsgi_vassal_hardening=False)
     meta = asgi.read_meta(render(templar, "roles/uwsgi_vassal/templates/web.service.j2", variables))
     assert meta.get("listen") == ("10.0.0.5:18112" if tcp else None)
+    # Where no nginx runs (a TCP host) the slots' sockets are for the service's own group.
+    assert meta["group"] == ("shop" if tcp else "www-data")
     assert bool(asgi.tcp_units(meta)) == tcp
 
 
@@ -288,9 +290,18 @@ def test_removal_stops_the_port_first_and_leaves_no_unit(tmp_path, monkeypatch):
         (tmp_path / name).write_text(text)
     (tmp_path / "microsvc-shop.web@.socket").write_text("x")
     (tmp_path / "microsvc-other.web-tcp.socket").write_text("another service's")
+    for wants, unit in (("multi-user.target.wants", "microsvc-shop.web@2.service"),
+                        ("sockets.target.wants", "microsvc-shop.web-tcp.socket"),
+                        ("sockets.target.wants", "microsvc-other.web-tcp.socket")):
+        (tmp_path / wants).mkdir(exist_ok=True)
+        os.symlink("../" + unit.replace("@2", "@"), tmp_path / wants / unit)
     os.symlink("asgi-1.sock", root / "asgi.sock")
     assert asgi.stop("shop", str(web))
-    assert sorted(os.listdir(tmp_path)) == ["microsvc-other.web-tcp.socket", "www"]
+    assert sorted(os.listdir(tmp_path)) == ["microsvc-other.web-tcp.socket", "multi-user.target.wants",
+                                            "sockets.target.wants", "www"]
+    # Nothing of the service starts at boot any more; another service's link stays.
+    assert os.listdir(tmp_path / "multi-user.target.wants") == []
+    assert os.listdir(tmp_path / "sockets.target.wants") == ["microsvc-other.web-tcp.socket"]
     assert not os.path.lexists(root / "asgi.sock")
     stops = [c for c in fake.calls if c[0] == "stop"]
     assert stops[0] == ["stop", "--", "microsvc-shop.web-tcp.socket", "microsvc-shop.web-tcp.service"], stops
@@ -329,7 +340,13 @@ def test_a_first_deploy_writes_both_tcp_units_and_starts_the_port_after_the_slot
     for name, text in wanted.items():
         assert (units_dir / name).read_text() == text
     assert os.readlink(root / "asgi.sock") == "asgi-1.sock"
-    assert ["start", "--", "microsvc-shop.web-tcp.socket"] in fake.calls
+    start = ["start", "--", "microsvc-shop.web-tcp.socket"]
+    # After the slot is live; then what starts at boot: the live slot and the port, not the other slot.
+    enable = ["enable", "--no-reload", "--", "microsvc-shop.web@1.service", "microsvc-shop.web-tcp.socket"]
+    assert fake.calls.index(start) < fake.calls.index(enable)
+    assert ["disable", "--no-reload", "--", "microsvc-shop.web@2.service"] in fake.calls
+    units_ = asgi.tcp_units(asgi.read_meta(content))
+    assert "[Install]\nWantedBy=sockets.target" in units_["microsvc-shop.web-tcp.socket"]
 
 
 def test_a_redeploy_leaves_a_running_port_alone_and_a_stopped_one_is_started(host, monkeypatch):
@@ -347,6 +364,7 @@ def test_a_redeploy_leaves_a_running_port_alone_and_a_stopped_one_is_started(hos
     assert fake.calls == []
     result = asgi.apply("shop", str(path), content, code_changed=True)
     assert result["action"] == "swap" and os.readlink(root / "asgi.sock") == "asgi-2.sock"
+    assert ["disable", "--no-reload", "--", "microsvc-shop.web@1.service"] in fake.calls
     # Units unchanged: the proxy keeps running (it connects through the link), nothing reloaded.
     assert ["daemon-reload"] not in fake.calls
     assert not [c for c in fake.calls if c[0] == "stop" and "microsvc-shop.web-tcp.service" in c]
@@ -376,6 +394,7 @@ def test_a_new_port_restarts_the_listener_after_the_swap_and_a_gateway_host_remo
     local = UNIT.replace("/opt/www/shop", str(root))
     asgi.apply("shop", str(path), local)
     assert not [n for n in os.listdir(units_dir) if "web-tcp" in n]
+    assert ["enable", "--no-reload", "--", "microsvc-shop.web@2.service"] in fake.calls
     assert stop in fake.calls and start not in fake.calls
 
 
