@@ -112,9 +112,8 @@ def read_meta(text):
             # A TCP listener needs both, or neither is there.
             if ("listen" in meta) != ("proxy" in meta):
                 break
-            if "listen" in meta:
-                if _listen(meta["listen"]) != meta["listen"] or meta["proxy"] not in PROXIES:
-                    break
+            if "listen" in meta and (_listen(meta["listen"]) != meta["listen"] or meta["proxy"] not in PROXIES):
+                break
             return meta
     raise AsgiError("the web unit has no valid '%s' line" % WEB_MARKER.strip())
 

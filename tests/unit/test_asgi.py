@@ -192,10 +192,10 @@ def test_a_tcp_address_that_is_not_one_private_address_and_port_is_refused(liste
 @pytest.mark.parametrize("marker", [
     # extra words, unknown or repeated fields
     "# microsvc-web: shop root=/opt/www/shop group=www-data listen=10.0.0.5:18112 proxy=/lib/systemd/systemd-socket-proxyd x",
-    "# microsvc-web: shop root=/opt/www/shop group=www-data listen=10.0.0.5:18112 "
-    "proxy=/lib/systemd/systemd-socket-proxyd exec=/bin/sh",
-    "# microsvc-web: shop root=/opt/www/shop group=www-data listen=10.0.0.5:18112 listen=10.0.0.6:18112 "
-    "proxy=/lib/systemd/systemd-socket-proxyd",
+    ("# microsvc-web: shop root=/opt/www/shop group=www-data listen=10.0.0.5:18112 "
+     "proxy=/lib/systemd/systemd-socket-proxyd exec=/bin/sh"),
+    ("# microsvc-web: shop root=/opt/www/shop group=www-data listen=10.0.0.5:18112 listen=10.0.0.6:18112 "
+     "proxy=/lib/systemd/systemd-socket-proxyd"),
     "# microsvc-web: shop root=/opt/www/shop root=/etc group=www-data",
     "# microsvc-web: shop root=/opt/www/shop  group=www-data",
     # the listener needs both fields; the proxy is systemd's, at one of its platform paths
