@@ -44,12 +44,12 @@ WEB_MARKER = "# microsvc-web: "
 SLOTS = (1, 2)
 NAME = r"[a-z][a-z0-9_-]{0,31}"
 MARKER_FIELDS = ("root", "group", "listen", "proxy")
-# Where each platform has systemd's proxy (roles/uwsgi_vassal/vars: __uwsgi_vassal_socket_proxyd).
+# Where each platform has systemd's proxy (the uwsgi_vassal role's platform variable __uwsgi_vassal_socket_proxyd).
 PROXIES = ("/lib/systemd/systemd-socket-proxyd", "/usr/lib/systemd/systemd-socket-proxyd")
 # Connections the TCP proxy carries at once (each holds two sockets and two pipes).
 PROXY_CONNECTIONS = 1024
 # Sockets that let a process ask for one outside its sandbox: hidden from the TCP proxy (the same
-# list as roles/uwsgi_vassal/vars/main.yml's __uwsgi_vassal_control_sockets; a unit test compares them).
+# list as the uwsgi_vassal role's __uwsgi_vassal_control_sockets; a unit test compares them).
 CONTROL_SOCKETS = ("/run/systemd/private", "/run/dbus", "/var/run/dbus", "/run/initctl", "/run/udev/control",
                    "/run/docker.sock", "/var/run/docker.sock", "/run/containerd", "/run/podman",
                    "/run/snapd.socket", "/run/snapd-snap.socket")
