@@ -403,7 +403,13 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
 
         raise VassalError(str(exc)) from None
     swap_link(root, new)
-    _start_tcp(name, tcp_wanted, tcp_changed)
+    from ansible_collections.microsvc.deploy.plugins.module_utils.vassal import VassalError
+
+    try:
+        _start_tcp(name, tcp_wanted, tcp_changed)
+        tcp_error = None
+    except VassalError as exc:  # reported once the old slot is stopped: one slot runs, as after any switch
+        tcp_error = exc
     _enable(name, new, bool(tcp_wanted))
     if old is not None:
         # Connections that reached the old socket just before the swap wait in its backlog: the old
@@ -414,6 +420,8 @@ def apply(name, path, content, code_changed=False, config_changed=False, timeout
         # A slot that runs without the link naming it (a run cut short) goes too.
         other = 2 if new == 1 else 1
         stop_slot(name, other)
+    if tcp_error is not None:
+        raise tcp_error
     return dict(action="start" if old is None else "swap", old_workers=[old_pid] if old_pid else [],
                 new_workers=[pid], master_pid=pid)
 

@@ -466,3 +466,23 @@ def test_asgi_services_get_tcp_ports_by_the_rules_of_vassals(tmp_path):
     assert moved["shop"] == ports["cart"] and moved["cart"] != ports["cart"]
     with pytest.raises(service_plan.PlanError, match="'port'"):
         planner.plan([dict(listed[0], port=18200), listed[2]], check_sources=False)
+
+
+def test_a_listener_that_does_not_start_fails_the_deploy_after_the_old_slot_stopped(host, monkeypatch):
+    from ansible_collections.microsvc.deploy.plugins.module_utils.units import UnitsError
+    from ansible_collections.microsvc.deploy.plugins.module_utils.vassal import VassalError
+
+    units_dir, root = host
+    calls = []
+
+    def systemctl(args, check=True, timeout=120):
+        calls.append(args)
+        if args[0] == "start" and check:
+            raise UnitsError("systemd", "Address already in use")
+
+    monkeypatch.setattr(asgi, "_systemctl", systemctl)
+    monkeypatch.setattr(asgi, "tcp_active", lambda name: False)
+    monkeypatch.setattr(asgi, "running", lambda name, root_: (1, 100))
+    with pytest.raises(VassalError, match="TCP listener .*did not start: Address already in use"):
+        asgi.apply("shop", str(units_dir / "microsvc-shop.web@.service"), TCP_UNIT.replace("/opt/www/shop", str(root)))
+    assert ["stop", "--", "microsvc-shop.web@1.socket"] in calls
