@@ -134,6 +134,11 @@ SERVICE_CASES = [
     ("port-gateway-check", "host-ports", {"port": 8099}, "port", "the gateway's check server"),
     ("port-stub-status", "host-ports", {"port": 8098}, "port", "stub_status"),
     ("port-as-string", "host-ports", {"port": "9100"}, "port", "the node exporter"),
+    # An ASGI service's port is its TCP listener on an app host: the same rules as a vassal's.
+    ("asgi-port-ssh", "host-ports", {"interface": "asgi", "module": "app:application", "port": 22}, "port",
+     "from 1024 to 65535"),
+    ("asgi-port-ephemeral", "host-ports", {"interface": "asgi", "module": "app:application", "port": 40000},
+     "port", "ephemeral range 32768-60999"),
     ("retries-huge", "numbers", {"health": {"retries": 10 ** 6}}, "health.retries", "from 1 to 100"),
     ("read-timeout-huge", "numbers", {"read_timeout": 10 ** 9}, "read_timeout", "from 1 to 86400"),
     ("burst-huge", "numbers", {"rate_limit": {"rate": "1r/s", "burst": 10 ** 9}}, "rate_limit.burst",

@@ -243,8 +243,11 @@ def probe_service(svc, answer):
         state.update(running=slot is not None, master_pid=pid, stats_error=None)
         if slot is None and state["ini_present"]:
             needs.append("ASGI server not running")
-        elif slot is not None and not asgi.boots(svc["name"], svc["ini_path"], slot):
+        if slot is not None and not asgi.boots(svc["name"], svc["ini_path"], slot):
             needs.append("ASGI server's slot not enabled at boot")
+        if slot is not None and state["ini_match"] and asgi.listens(svc["ini_path"]) \
+                and not asgi.tcp_active(svc["name"]):
+            needs.append("ASGI TCP listener not running")
     else:
         stats = summary(answer.stats)
         state["running"] = stats["running"]

@@ -6,6 +6,7 @@ makes the import fail (a broken release, for the rollback tests).
 """
 
 import os
+import socket
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -19,6 +20,8 @@ async def index(request):
     return JSONResponse({
         "service": "service7",
         "framework": "starlette",
+        # Which app host answered (the split layout balances between them).
+        "host": socket.gethostname(),
         "release": os.environ.get("MICROSVC_RELEASE", ""),
         "greeting": os.environ.get("GREETING", ""),
         "root_path": request.scope.get("root_path", ""),
