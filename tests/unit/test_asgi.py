@@ -163,6 +163,20 @@ def test_without_strip_route_the_whole_path_goes_to_the_app(templar):  # noqa: F
     assert "proxy_pass http://microsvc_shop;" in locations(text)['"/api/shop/"']
 
 
+def test_maintenance_rate_limit_and_body_size_apply_to_an_asgi_route(templar):  # noqa: F811
+    """The gateway's per-route settings are the interface's concern of neither side: maintenance
+    answers 503 without reaching the server, and the limits stand in the proxied location."""
+    down = locations(render(templar, TEMPLATES + "routes.conf.j2", gateway_vars(**asgi_item(maintenance=True))))
+    live = down['"/api/shop/"']
+    assert any(d.startswith("return 503") for d in live), live
+    assert not [d for d in live if d.startswith("proxy_pass")], live
+    limited = locations(render(templar, TEMPLATES + "routes.conf.j2", gateway_vars(**asgi_item(
+        rate_limit={"rate": "5r/s", "burst": 5, "nodelay": True}, client_max_body_size="1k"))))['"/api/shop/"']
+    for directive in ("limit_req zone=microsvc_shop burst=5 nodelay;", "limit_req_status 429;",
+                      'client_max_body_size "1k";'):
+        assert directive in limited, (directive, limited)
+
+
 def test_the_check_server_passes_what_the_route_passes(templar):  # noqa: F811
     item = dict(asgi_item(), maintenance=True)
     check = locations(render(templar, TEMPLATES + "checks.conf.j2", gateway_vars(**item)))['"/__microsvc/gw/api/shop/"']
