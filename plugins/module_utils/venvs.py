@@ -416,6 +416,11 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
     return installer
 
 
+def _head(path):
+    with open(path, "rb") as handle:
+        return handle.read(2)
+
+
 def _rewrite(data, old, new):
     return data.replace(old.encode(), new.encode())
 
@@ -445,9 +450,7 @@ def install(microsvc_root, key, dest):
                     continue
                 if name in dirnames or (rel == "." and name == MARKER):
                     continue
-                with open(src, "rb") as handle:
-                    head = handle.read(2)
-                if (rel == "bin" and (head == b"#!" or name.startswith("activate"))) or (rel == "." and name == "pyvenv.cfg"):
+                if (rel == "bin" and (_head(src) == b"#!" or name.startswith("activate"))) or (rel == "." and name == "pyvenv.cfg"):
                     with open(src, "rb") as handle:
                         data = _rewrite(handle.read(), source, dest)
                     write_atomic(dst, data, os.stat(src).st_mode & 0o755)

@@ -49,8 +49,13 @@ options:
     type: dict
     default: {}
   bundle:
-    description: Path on the host of the tar holding the release tarballs and wheelhouses.
+    description: Path on the host of the tar holding the release tarballs and wheelhouses (a large one).
     type: path
+  bundle_data:
+    description:
+      - The same tar, base64-encoded, sent inside the arguments (a small one); written to the call's private
+        temporary directory. Never logged.
+    type: str
   root:
     description: Directory holding the services (C(microsvc_root)).
     type: path
@@ -152,6 +157,8 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import (
     vassal,
     venvs,
 )
+from ansible_collections.microsvc.deploy.plugins.module_utils.bundle import ARGUMENT_SPEC as BUNDLE_SPEC
+from ansible_collections.microsvc.deploy.plugins.module_utils.bundle import bundle_path
 from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
 
 IMPORT_CHECK = """
@@ -215,7 +222,7 @@ class Deploy:
                              "first_deploy": bool(svc.get("first_deploy")), "release": svc["release"]}
                       for name, svc in self.services.items()}
         self.timings = {}
-        self.bundle = p["bundle"]
+        self.bundle = bundle_path(module)
         # Why the virtualenvs of this batch were installed with pip rather than uv, when they were.
         self.uv_note = None
 
@@ -489,7 +496,6 @@ def main():
         argument_spec=dict(
             services=dict(type="list", elements="dict", required=True),
             env=dict(type="dict", default={}, no_log=True),
-            bundle=dict(type="path"),
             root=dict(type="path", required=True),
             helper=dict(type="path", default="/usr/local/sbin/microsvc-run"),
             pip=dict(type="dict", default={}),
@@ -497,6 +503,7 @@ def main():
             concurrency=dict(type="int", default=0),
             migrate_helper=dict(type="path", default=migrations.HELPER),
             lock=dict(type="dict"),
+            **BUNDLE_SPEC,
         ),
         supports_check_mode=False,
     )

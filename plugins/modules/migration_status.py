@@ -40,8 +40,13 @@ options:
     type: bool
     default: false
   bundle:
-    description: Path on the host of the tar holding the release tarballs (set by the action plugin).
+    description: Path on the host of the tar holding the release tarballs (set by the action plugin; a large one).
     type: path
+  bundle_data:
+    description:
+      - The same tar, base64-encoded, sent inside the arguments (a small one); written to the call's private
+        temporary directory. Never logged.
+    type: str
   root:
     description: Directory holding the services.
     type: path
@@ -88,6 +93,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil, migrations, releases
+from ansible_collections.microsvc.deploy.plugins.module_utils.bundle import ARGUMENT_SPEC as BUNDLE_SPEC
+from ansible_collections.microsvc.deploy.plugins.module_utils.bundle import bundle_path
 from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
 
 
@@ -174,7 +181,7 @@ def main():
             mode=dict(type="str", choices=["plan", "rollback"], required=True),
             services=dict(type="list", elements="dict", required=True),
             force=dict(type="bool", default=False),
-            bundle=dict(type="path"),
+            **BUNDLE_SPEC,
             root=dict(type="path", required=True),
             helper=dict(type="path", default=migrations.RUN),
             migrate_helper=dict(type="path", default=migrations.HELPER),
@@ -184,7 +191,8 @@ def main():
     p = module.params
     results = {}
     if p["mode"] == "plan":
-        bundle = tarfile.open(p["bundle"]) if p["bundle"] else None  # noqa: SIM115 - closed below
+        path = bundle_path(module)
+        bundle = tarfile.open(path) if path else None  # noqa: SIM115 - closed below
         try:
             for svc in p["services"]:
                 results[svc["name"]] = plan_one(p, svc, bundle)

@@ -23,6 +23,27 @@ except ImportError:  # pragma: no cover - older ansible-core
 from ansible.template import generate_ansible_template_vars
 
 
+def _cache_compiled(templar):
+    """Compile each distinct template text once per templar. ansible-core compiles a template
+    string on every call (for a role's file, with trim_blocks, in a fresh overlay environment
+    that also recompiles its includes): most of the time of rendering one file per service.
+    Compiling does not depend on the variables, and the trust check runs before it, so a
+    compiled template is reused as it is. Where ansible-core's engine differs, nothing is cached."""
+    engine = getattr(templar, "_engine", None)
+    compile_template = getattr(engine, "_compile_template", None)
+    if compile_template is None:  # pragma: no cover - another ansible-core layout
+        return
+    compiled = {}
+
+    def cached(template, options):
+        key = (str(template), options)
+        if key not in compiled:
+            compiled[key] = compile_template(template, options)
+        return compiled[key]
+
+    engine._compile_template = cached
+
+
 class Renderer:
     """Render templates of the running role with the task's variables."""
 
@@ -54,6 +75,7 @@ class Renderer:
         templar = self._templars.get(directory)
         if templar is None:
             templar = self._action._templar.copy_with_new_env(searchpath=[directory], available_variables=variables)
+            _cache_compiled(templar)
             self._templars[directory] = templar
         else:
             templar.available_variables = variables

@@ -188,7 +188,7 @@ def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
     # A chain reload replaces workers, not the vassal: every master, service2's included, stayed.
     assert masters(host, before) == before
     # Only service2's work was done: the gateway did not change and no other service was deployed.
-    assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx]" not in out
+    assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx" not in out
     assert currents(host, OTHERS + ["service5", "service6"]) == state["currents"], out
     state["release_b_services"] = services
 
