@@ -8,7 +8,8 @@ Task arguments:
   migrate:     names of the services whose once-per-rollout release commands (Django's migrate
                among them) run on this host
   env_template: template of the environment file (rendered here; never in the result)
-  root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock: see the module
+  root, helper, pip (source, index_url, extra_args), timeout, concurrency, migrate_helper, lock,
+  checks, validate_certs: see the module
   cache_dir:   controller cache for wheelhouses
   architecture: the host's (for wheelhouses when the probe could not tell the interpreter's machine)
   protected_group: nginx's group where the gateway is local (accel_redirect's shared/protected)
@@ -27,6 +28,7 @@ import shlex
 import socket
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
@@ -184,7 +186,9 @@ class ActionModule(ActionBase):
 
         module_args = dict(services=services, env=env, root=args["root"], helper=args.get("helper"),
                            pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0),
-                           migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None)
+                           migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None,
+                           checks=list(args.get("checks") or []) or None,
+                           validate_certs=boolean(args.get("validate_certs") or False))
         module_args = {k: v for k, v in module_args.items() if v is not None}
         result.update(execute_with_bundle(self, files, "microsvc.deploy.deploy_batch", module_args, task_vars))
         return result

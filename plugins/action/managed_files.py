@@ -9,9 +9,8 @@ the task's) or ``src`` (a name in its files/) instead of ``content``.
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer, file_entries
 
 
 class ActionModule(ActionBase):
@@ -20,24 +19,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
-        renderer = Renderer(self, task_vars)
-        files = []
-        for entry in args.get("files") or []:
-            entry = dict(entry)
-            extra = entry.pop("vars", None)
-            if "template" in entry:
-                entry["content"] = renderer.render(entry.pop("template"), extra_vars=extra, dest=entry["dest"])
-            elif "src" in entry:
-                try:
-                    path = self._find_needle("files", entry.pop("src"))
-                except AnsibleError as exc:
-                    raise AnsibleActionFail(str(exc)) from None
-                with open(path, encoding="utf-8") as handle:
-                    entry["content"] = handle.read()
-            elif "content" not in entry:
-                raise AnsibleActionFail("%s: give template, src or content" % entry.get("dest"))
-            files.append(entry)
-        args["files"] = files
+        args["files"] = file_entries(self, Renderer(self, task_vars), args.get("files"))
         result.update(self._execute_module(module_name="microsvc.deploy.managed_files", module_args=args,
                                            task_vars=task_vars))
         return result

@@ -6,14 +6,15 @@ Task arguments are those of the module microsvc.deploy.nginx_config, plus ``temp
 a list of ``{src, dest}`` entries, where an entry with ``loop`` (a list of dicts) is
 rendered once per item with the item available as ``item`` and ``dest`` formatted with
 the item's keys (``microsvc/upstreams/{name}.conf``). ``secret: true`` routes the
-rendered file to ``secret_files``.
+rendered file to ``secret_files``. ``system_files`` entries may give ``template`` or ``src``, as
+managed_files' do.
 """
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer, file_entries
 
 
 class ActionModule(ActionBase):
@@ -43,6 +44,8 @@ class ActionModule(ActionBase):
                     raise AnsibleActionFail("two templates render to the same file %s" % dest)
                 target[dest] = renderer.render(entry["src"], extra_vars={"item": item}, dest=dest)
         args["files"] = files
+        if args.get("system_files"):
+            args["system_files"] = file_entries(self, renderer, args["system_files"])
         if secret_files:
             args["secret_files"] = secret_files
         module_result = self._execute_module(

@@ -20,6 +20,7 @@ Task arguments:
                  (one app host per service: the rule of microsvc.deploy.migration_hosts)
   unit_templates: templates of the systemd units: worker, timer, tick, run, slice
   protected:     whether the gateway is local (accel_redirect's shared/protected is then expected)
+  logrotate_path: a service's log rotation file, with %s for its name (removed with the service)
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
 ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
@@ -120,8 +121,9 @@ def stats_warnings(states):
             for name, state in sorted(states.items()) if state.get("stats_error")]
 
 
-def removals(probed, absent, vassals_dir, root):
-    """Services to remove: absent ones with leftovers, and vassals of services no longer listed."""
+def removals(probed, absent, vassals_dir, root, logrotate_path="/etc/logrotate.d/microsvc-%s"):
+    """Services to remove: absent ones with leftovers, and vassals of services no longer listed;
+    each as the module vassal (state absent) takes it, with its sockets and its log rotation."""
     by_name = {s["name"]: s for s in absent}
     out = []
     for name in probed.get("absent_leftovers", []):
@@ -135,6 +137,9 @@ def removals(probed, absent, vassals_dir, root):
             out.append(dict(name=name, purge=False, reason="no longer listed", root=paths["root"],
                             socket=paths["socket"], stats_socket=paths["stats_socket"],
                             ini_path=ini_path(vassals_dir, name)))
+    for entry in out:
+        entry.update(remove_sockets=[entry["socket"], entry["stats_socket"]],
+                     remove_files=[logrotate_path % entry["name"]])
     return out
 
 
@@ -200,7 +205,8 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("Python versions do not match; no service was changed.\n- " + "\n- ".join(problems))
         work = [work_entry(wanted[svc["name"]], probed["services"][svc["name"]], args.get("force")) for svc in services]
         work = [w for w in work if w]
-        remove = removals(probed, absent, vassals_dir, args.get("root") or "/opt/www")
+        remove = removals(probed, absent, vassals_dir, args.get("root") or "/opt/www",
+                          args.get("logrotate_path") or "/etc/logrotate.d/microsvc-%s")
         # A service whose stats answer cannot be used is reported, and deployed like the others when
         # it needs work (its own deploy then waits for its workers within the reload timeout).
         unknown = stats_warnings(probed["services"])

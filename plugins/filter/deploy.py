@@ -114,7 +114,7 @@ def health_checks(services, base, check_base=None):
     maintenance (its public route answers 503) through the gateway's check server at ``check_base``.
 
     The entry's ``health`` settings pass through whole (health_check reads them), so a new way to
-    decide health is its schema option plus the module's ``passes``."""
+    decide health is its schema option plus ``passes`` in module_utils/health.py."""
     out = {}
     for svc in services or []:
         health = {key: value for key, value in svc["health"].items() if key not in ("path", "url_path")}

@@ -27,6 +27,8 @@ description:
     its input is wrong.
   - The health check through the gateway (module C(microsvc.deploy.health_check)) and the
     settling or rolling back that follows (C(microsvc.deploy.deploy_outcome)) are the next calls.
+    Where the gateway is this host, I(checks) makes the health check of the services that went live
+    part of this call (the same checks, through the same gateway), one remote call fewer.
   - The action plugin of the same name copies the release tarballs and wheelhouses the host lacks,
     as one bundle, and sets I(bundle).
 version_added: 0.2.0
@@ -96,6 +98,17 @@ options:
         The call fails before any change when another run holds the lock of one of the services, marks the
         locks in use while it works and renews their lease.
     type: dict
+  checks:
+    description:
+      - Health checks (as the module C(microsvc.deploy.health_check) takes them) of the services, to run through
+        the gateway on this host once the batch is done; only those of the services that went live run.
+    type: list
+    elements: dict
+    default: []
+  validate_certs:
+    description: Verify the gateway's TLS certificate in I(checks).
+    type: bool
+    default: false
 notes:
   - Why not a builtin - one call for every service of a host, with the slow steps concurrent and each service rolled
     back alone (a loop of builtins costs one call per service and step).
@@ -126,6 +139,10 @@ services:
       C(reused) when another build had made it).
   returned: always
   type: dict
+health:
+  description: With I(checks), what the module C(microsvc.deploy.health_check) returns for them (C(checks), C(failed_checks)).
+  returned: when I(checks) is given
+  type: dict
 installer_note:
   description: Why this batch installed virtualenvs with pip rather than uv (no uv wheel, or it could not be unpacked).
   returned: when virtualenvs were built with pip for such a reason
@@ -149,6 +166,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import (
     deploy_lock,
     envfile,
     fsutil,
+    health,
     layout,
     migrations,
     paths,
@@ -503,6 +521,8 @@ def main():
             concurrency=dict(type="int", default=0),
             migrate_helper=dict(type="path", default=migrations.HELPER),
             lock=dict(type="dict"),
+            checks=dict(type="list", elements="dict", default=[]),
+            validate_certs=dict(type="bool", default=False),
             **BUNDLE_SPEC,
         ),
         supports_check_mode=False,
@@ -516,8 +536,17 @@ def main():
     with held:
         deploy = Deploy(module)
         results = deploy.run()
-    module.exit_json(changed=bool(results), services=results, timings=deploy.timings,
-                     **({"installer_note": deploy.uv_note} if deploy.uv_note else {}))
+    extra = {"installer_note": deploy.uv_note} if deploy.uv_note else {}
+    if module.params["checks"]:
+        extra["health"] = live_health(module.params["checks"], results, module.params["validate_certs"])
+    module.exit_json(changed=bool(results), services=results, timings=deploy.timings, **extra)
+
+
+def live_health(checks, results, validate_certs):
+    """The health checks of the services that went live (the others serve what they served)."""
+    live = [c for c in checks if (results.get(c["name"]) or {}).get("ok")]
+    checked = health.run_checks(live, validate_certs)
+    return dict(checks=checked, failed_checks=health.failed(checked))
 
 
 if __name__ == "__main__":

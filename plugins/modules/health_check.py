@@ -57,47 +57,8 @@ failed_checks:
   type: list
 """
 
-import concurrent.futures
-import re
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves.urllib.error import HTTPError
-from ansible.module_utils.urls import open_url
-
-
-def passes(check, status, body):
-    return status in (check.get("status") or [200]) and (
-        not check.get("body") or re.search(check["body"], body or "") is not None)
-
-
-def request(url, timeout, validate_certs):
-    try:
-        resp = open_url(url, timeout=timeout, validate_certs=validate_certs, follow_redirects="none",
-                        http_agent="microsvc-health-check")
-        return resp.status, resp.read(65536).decode("utf-8", "replace"), None
-    except HTTPError as exc:
-        try:
-            body = exc.read(65536).decode("utf-8", "replace")
-        except Exception:  # noqa: BLE001 - an error page we cannot read is an empty body
-            body = ""
-        return exc.code, body, None
-    except Exception as exc:  # noqa: BLE001 - a refused or timed out connection is a failed attempt
-        return None, "", "%s: %s" % (type(exc).__name__, exc)
-
-
-def run_check(check, validate_certs):
-    started = time.time()
-    retries = max(1, int(check.get("retries") or 1))
-    status, body, error = None, "", None
-    for attempt in range(1, retries + 1):
-        status, body, error = request(check["url"], int(check.get("timeout") or 5), validate_certs)
-        if passes(check, status, body):
-            break
-        if attempt < retries:
-            time.sleep(float(check.get("delay") if check.get("delay") is not None else 1))
-    return dict(ok=passes(check, status, body), status=status, body=(body or "")[:300], error=error,
-                attempts=attempt, elapsed_ms=int((time.time() - started) * 1000))
+from ansible_collections.microsvc.deploy.plugins.module_utils.health import failed, run_checks
 
 
 def main():
@@ -109,14 +70,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    checks = module.params["checks"]
-    results = {}
-    if checks:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, module.params["concurrency"])) as pool:
-            futures = {pool.submit(run_check, c, module.params["validate_certs"]): c["name"] for c in checks}
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
-    module.exit_json(changed=False, checks=results, failed_checks=sorted(n for n, r in results.items() if not r["ok"]))
+    results = run_checks(module.params["checks"], module.params["validate_certs"], module.params["concurrency"])
+    module.exit_json(changed=False, checks=results, failed_checks=failed(results))
 
 
 if __name__ == "__main__":

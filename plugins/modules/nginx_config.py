@@ -9,7 +9,9 @@ DOCUMENTATION = r"""
 module: nginx_config
 short_description: Stage, test with nginx -t, then install a set of nginx configuration files
 description:
-  - Compares the wanted files with the live configuration. When nothing differs it changes nothing.
+  - Makes the gateway's I(directories) and I(system_files) outside the configuration directory first (as
+    C(microsvc.deploy.managed_files) does), then compares the wanted files with the live configuration.
+    When nothing differs it changes nothing more.
   - Otherwise it copies the live configuration directory to a staging directory, writes the wanted
     files there, removes files of the owned directories that are no longer wanted, and runs
     C(nginx -t) on the complete staged tree. Only when that test passes are the files installed into
@@ -65,6 +67,21 @@ options:
         with this suffix. Empty disables the backup.
     type: str
     default: .distro
+  directories:
+    description:
+      - The gateway's directories outside I(conf_dir) (its per-service log directory, a drop-in's directory),
+        each with C(path), C(owner), C(group), C(mode); made first, as the test opens the logs.
+    type: list
+    elements: dict
+    default: []
+  system_files:
+    description:
+      - The gateway's files outside I(conf_dir) (log rotation, nginx's systemd drop-in), each with C(dest),
+        C(content), C(owner), C(group), C(mode), as the module C(microsvc.deploy.managed_files) writes them,
+        in the same call; the ones that changed are in C(system_changed).
+    type: list
+    elements: dict
+    default: []
 notes:
   - Why not a builtin - the template module's C(validate) tests one file, not the whole tree with its relative
     includes; this stages, tests the complete tree and swaps it in atomically.
@@ -97,6 +114,11 @@ tested:
   description: Whether nginx -t ran on the staged tree.
   returned: always
   type: bool
+system_changed:
+  description: Paths of I(directories) and I(system_files) created or changed.
+  returned: always
+  type: list
+  elements: str
 """
 
 import os
@@ -106,6 +128,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
+from ansible_collections.microsvc.deploy.plugins.module_utils.managed import ensure
 
 MARKER = "microsvc"
 
@@ -241,18 +264,22 @@ def main():
             nginx_binary=dict(type="str", default="nginx"),
             staging_parent=dict(type="path", default="/var/lib/microsvc"),
             backup_suffix=dict(type="str", default=".distro"),
+            directories=dict(type="list", elements="dict", default=[]),
+            system_files=dict(type="list", elements="dict", default=[]),
         ),
         supports_check_mode=True,
     )
     conf_dir = module.params["conf_dir"]
+    system, system_diffs = ensure(module, module.params["directories"], module.params["system_files"])
     wanted, owned = wanted_files(module)
     changed, diffs = differences(module, conf_dir, wanted)
     stale, stale_diffs = stale_files(module, conf_dir, owned, wanted)
-    result = dict(changed=bool(changed or stale), changed_files=changed, removed_files=stale, tested=False)
-    if not result["changed"]:
+    result = dict(changed=bool(changed or stale or system), changed_files=changed, removed_files=stale, tested=False,
+                  system_changed=system)
+    if module._diff and (system_diffs or changed or stale):
+        result["diff"] = system_diffs + diffs + stale_diffs
+    if not (changed or stale):
         module.exit_json(**result)
-    if module._diff:
-        result["diff"] = diffs + stale_diffs
     test_staged(module, conf_dir, wanted, stale, result)
     if not module.check_mode:
         install(module, conf_dir, wanted, changed, stale, result)

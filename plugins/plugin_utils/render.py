@@ -89,3 +89,26 @@ class Renderer:
         if "ansible_managed" in self._task_vars:  # never clobber the user's own value
             out.pop("ansible_managed", None)
         return out
+
+
+def file_entries(action, renderer, entries):
+    """Files to write on a host, each with its ``content``: an entry may give ``template`` (a name in
+    the role's templates/, rendered with the entry's own ``vars`` added to the task's) or ``src`` (a
+    name in its files/) instead."""
+    files = []
+    for entry in entries or []:
+        entry = dict(entry)
+        extra = entry.pop("vars", None)
+        if "template" in entry:
+            entry["content"] = renderer.render(entry.pop("template"), extra_vars=extra, dest=entry["dest"])
+        elif "src" in entry:
+            try:
+                path = action._find_needle("files", entry.pop("src"))
+            except AnsibleError as exc:
+                raise AnsibleActionFail(str(exc)) from None
+            with open(path, encoding="utf-8") as handle:
+                entry["content"] = handle.read()
+        elif "content" not in entry:
+            raise AnsibleActionFail("%s: give template, src or content" % entry.get("dest"))
+        files.append(entry)
+    return files
