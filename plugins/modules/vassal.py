@@ -191,7 +191,7 @@ def remove(module):
         outcomes = pool.map(lambda svc: remove_one(svc, p["units_dir"], p["timeout"], module.check_mode), services)
         results = dict(zip([s["name"] for s in services], outcomes))
     changed = any(r.pop("changed", False) or r.get("error") for r in results.values())
-    errors = [r["error"] for _, r in sorted(results.items()) if r.get("error")]
+    errors = [results[name]["error"] for name in sorted(results) if results[name].get("error")]
     if errors:
         module.fail_json(msg="; ".join(errors), removed=results, changed=changed)
     module.exit_json(changed=changed, removed=results)
