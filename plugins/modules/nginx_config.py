@@ -15,9 +15,12 @@ description:
   - Otherwise it copies the live configuration directory to a staging directory, writes the wanted
     files there, removes files of the owned directories that are no longer wanted, and runs
     C(nginx -t) on the complete staged tree. Only when that test passes are the files installed into
-    the live directory (each atomically) and stale files removed; nginx itself is not touched (the
-    role reloads it). When the test fails, the live configuration is left exactly as it was and the
-    module fails with nginx's own error.
+    the live directory (each atomically) and stale files removed. When the test fails, the live
+    configuration is left exactly as it was and the module fails with nginx's own error.
+  - With I(reload), a configuration it installed is made live in the same call where nginx runs;
+    C(nginx -t) once more on the live tree (files installed apart, such as certificates, are part of
+    it), then a reload of the service (connections are kept). C(reloaded) says whether it did; where it
+    did not (nginx not running, a restart needed, check mode) the caller reloads or starts nginx.
   - Relative C(include) and C(ssl_certificate) paths resolve inside the staged copy, so the test sees
     exactly the tree that will be live. Per-file C(validate) cannot do this.
   - The action plugin of the same name renders the role's templates on the controller and calls this
@@ -82,6 +85,13 @@ options:
     type: list
     elements: dict
     default: []
+  reload:
+    description:
+      - C(service), the systemd unit of nginx, reloaded after an installed change when it is active;
+        C(unless_changed), paths of I(system_files) whose change needs a restart instead (nginx's
+        drop-in), so that the module does not reload when one of them changed. Empty, nginx is not touched.
+    type: dict
+    default: {}
 notes:
   - Why not a builtin - the template module's C(validate) tests one file, not the whole tree with its relative
     includes; this stages, tests the complete tree and swaps it in atomically.
@@ -119,6 +129,10 @@ system_changed:
   returned: always
   type: list
   elements: str
+reloaded:
+  description: Whether this call reloaded nginx (see I(reload)).
+  returned: always
+  type: bool
 """
 
 import os
@@ -252,6 +266,30 @@ def install(module, conf_dir, wanted, changed, stale, result):
             os.unlink(os.path.join(conf_dir, rel))
 
 
+def reload_live(module, conf_dir, result):
+    """After an install: nginx -t on the live tree, then a reload of the service, where I(reload)
+    asks for it, nginx is active and no file that needs a restart changed."""
+    p = module.params
+    service = (p["reload"] or {}).get("service") or ""
+    restart = set((p["reload"] or {}).get("unless_changed") or []) & set(result["system_changed"])
+    systemctl = module.get_bin_path("systemctl")
+    if not service or restart or not systemctl:
+        return
+    if module.run_command([systemctl, "is-active", "--quiet", service])[0] != 0:
+        return
+    nginx = module.get_bin_path(p["nginx_binary"]) if not os.path.isabs(p["nginx_binary"]) else p["nginx_binary"]
+    rc, out, err = module.run_command([nginx, "-t", "-q", "-c", os.path.join(conf_dir, p["main_file"])])
+    if rc != 0:
+        module.fail_json(msg="nginx -t rejected the live configuration (installed after its staged test passed); "
+                         "nginx was not reloaded and serves what it served before.\n%s" % (err or out).strip(),
+                         **{k: v for k, v in result.items() if k != "changed"})
+    rc, out, err = module.run_command([systemctl, "reload", service])
+    if rc != 0:
+        module.fail_json(msg="systemctl reload %s failed:\n%s" % (service, (err or out).strip()),
+                         **{k: v for k, v in result.items() if k != "changed"})
+    result["reloaded"] = True
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -266,6 +304,7 @@ def main():
             backup_suffix=dict(type="str", default=".distro"),
             directories=dict(type="list", elements="dict", default=[]),
             system_files=dict(type="list", elements="dict", default=[]),
+            reload=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
@@ -275,7 +314,7 @@ def main():
     changed, diffs = differences(module, conf_dir, wanted)
     stale, stale_diffs = stale_files(module, conf_dir, owned, wanted)
     result = dict(changed=bool(changed or stale or system), changed_files=changed, removed_files=stale, tested=False,
-                  system_changed=system)
+                  system_changed=system, reloaded=False)
     if module._diff and (system_diffs or changed or stale):
         result["diff"] = system_diffs + diffs + stale_diffs
     if not (changed or stale):
@@ -283,6 +322,7 @@ def main():
     test_staged(module, conf_dir, wanted, stale, result)
     if not module.check_mode:
         install(module, conf_dir, wanted, changed, stale, result)
+        reload_live(module, conf_dir, result)
     module.exit_json(**result)
 
 

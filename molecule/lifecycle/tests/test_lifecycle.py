@@ -89,6 +89,15 @@ def deploy(workdir, step, services, args=(), playbook="playbooks/site.yml"):
     return run_playbook(inv, playbook, args)
 
 
+def gateway_write(out):
+    """What the run's gateway configuration call reported: ok (nothing changed, nginx not
+    reloaded) or changed (installed and reloaded in the same call)."""
+    found = re.findall(r"TASK \[microsvc\.deploy\.nginx_gateway : Gateway \| Write the gateway's files[^\n]*\n"
+                       r"(ok|changed): ", out)
+    assert len(found) == 1, out
+    return found[0]
+
+
 def new_services(code):
     return [
         {"name": "service5", "source": {"type": "git", "repo": "file://%s" % (code / "service5"), "version": "v1.0"},
@@ -116,6 +125,9 @@ def test_adding_a_service_by_inventory_edit_leaves_the_others_alone(host, workdi
     assert all(before.values()), before
     rc, out = deploy(workdir, "add", services_with(add=new_services(code)))
     assert rc == 0, out
+    # The new routes went live in the call that installed them: no reload was left to the handler.
+    assert gateway_write(out) == "changed", out
+    assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx" not in out
     for name, origin in (("service5", "from git"), ("service6", "from an archive")):
         resp = http(host, "/api/%s/" % name)
         assert resp["status"] == 200 and "%s: added by an inventory edit, %s" % (name, origin) in resp["body"], resp
@@ -188,6 +200,7 @@ def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
     # A chain reload replaces workers, not the vassal: every master, service2's included, stayed.
     assert masters(host, before) == before
     # Only service2's work was done: the gateway did not change and no other service was deployed.
+    assert gateway_write(out) == "ok", out
     assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx" not in out
     assert currents(host, OTHERS + ["service5", "service6"]) == state["currents"], out
     state["release_b_services"] = services
