@@ -13,6 +13,8 @@ Task arguments:
   cache_dir:   controller cache for wheelhouses
   architecture: the host's (for wheelhouses when the probe could not tell the interpreter's machine)
   protected_group: nginx's group where the gateway is local (accel_redirect's shared/protected)
+  vassals_dir: the emperor's vassal directory; with checks, the module also settles the services
+               (its ``settle`` option is made here from the plan entries and the work's units)
 
 The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
 of the virtualenvs it must build (wheelhouse mode), copies it once, and runs the module
@@ -30,6 +32,7 @@ import socket
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+from ansible_collections.microsvc.deploy.plugins.module_utils import outcome
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.bundle import execute_with_bundle
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.target import TargetError, target_environment
@@ -159,7 +162,7 @@ class ActionModule(ActionBase):
         if isinstance(pip.get("extra_args"), str):
             pip["extra_args"] = shlex.split(pip["extra_args"])
         renderer = Renderer(self, task_vars)
-        services, env, files = [], {}, {}
+        services, env, files, settle = [], {}, {}, []
         deployer = deployed_by()
         for entry in work:
             svc = plan.get(entry["name"])
@@ -182,12 +185,15 @@ class ActionModule(ActionBase):
             if item["wheelhouse_member"] and "uv_member" not in pip:
                 add_uv(pip, files, wheelhouse_facts(entry, args.get("architecture")), args.get("cache_dir"))
             services.append(item)
+            if args.get("checks"):
+                settle.append(dict(outcome.vassal_fields(svc, args.get("vassals_dir") or "/etc/uwsgi/vassals"),
+                                   units=entry.get("units")))
             env[svc["name"]] = renderer.render(args["env_template"], extra_vars={"__uwsgi_vassal_svc": svc})
 
         module_args = dict(services=services, env=env, root=args["root"], helper=args.get("helper"),
                            pip=pip, timeout=int(args.get("timeout") or 90), concurrency=int(args.get("concurrency") or 0),
                            migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None,
-                           checks=list(args.get("checks") or []) or None,
+                           checks=list(args.get("checks") or []) or None, settle=settle or None,
                            validate_certs=boolean(args.get("validate_certs") or False))
         module_args = {k: v for k, v in module_args.items() if v is not None}
         result.update(execute_with_bundle(self, files, "microsvc.deploy.deploy_batch", module_args, task_vars))

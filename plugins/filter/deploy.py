@@ -9,7 +9,7 @@ what serves again."""
 
 from __future__ import annotations
 
-from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path
+from ansible_collections.microsvc.deploy.plugins.module_utils import outcome
 
 
 def _verdict(name, rehealth):
@@ -128,32 +128,15 @@ def switched(deployed):
     return sorted(name for name, state in (deployed or {}).items() if state.get("ok"))
 
 
-def _vassal_fields(svc, vassals_dir):
-    return dict(name=svc["name"], root=svc["root"], group=svc["group"], env_file=svc["env_file"],
-                ini_path=ini_path(vassals_dir, svc["name"], svc.get("interface") or "wsgi"),
-                stats_socket=svc["stats_socket"], reload_file=svc["reload_file"],
-                log_file=svc["log_dir"] + "/web.log" if svc.get("interface") == "asgi" else svc["uwsgi_log"],
-                log_dir=svc["log_dir"],
-                remove_sockets=[svc["stats_socket"], svc["socket"]])
-
-
 def settle_plan(deployed, health, services, vassals_dir="/etc/uwsgi/vassals", work=None):
     """What deploy_outcome does with each switched service: settle it when healthy (its workers
     and schedules made what the probe rendered, ``units`` of its entry in ``work``), roll it
-    back (to what served before) when not."""
-    by_name = {svc["name"]: svc for svc in services or []}
+    back (to what served before) when not (module_utils/outcome.py, which deploy_batch uses
+    too where it settles in its own call)."""
     units = {entry["name"]: entry.get("units") for entry in work or []}
-    out = []
-    for name in switched(deployed):
-        state = deployed[name]
-        healthy = ((health or {}).get(name) or {}).get("ok", False)
-        item = _vassal_fields(by_name[name], vassals_dir)
-        item.update(outcome="healthy" if healthy else "unhealthy", previous=state.get("previous"),
-                    switched=state.get("switched"), env_changed=state.get("env_changed"))
-        if healthy and units.get(name) is not None:
-            item["units"] = units[name]
-        out.append(item)
-    return out
+    fields = {svc["name"]: dict(outcome.vassal_fields(svc, vassals_dir), units=units.get(svc["name"]))
+              for svc in services or [] if svc["name"] in (deployed or {})}
+    return outcome.settle_items(deployed, health, fields)
 
 
 def returned(deployed, settled=None):
@@ -168,7 +151,7 @@ def returned(deployed, settled=None):
 def rollback_plan(services, name, release="", vassals_dir="/etc/uwsgi/vassals"):
     """The deploy_outcome entry of an on-demand rollback (playbooks/rollback.yml)."""
     svc = next(s for s in services if s["name"] == name)
-    return [dict(_vassal_fields(svc, vassals_dir), outcome="rollback", release=release or None)]
+    return [dict(outcome.vassal_fields(svc, vassals_dir), outcome="rollback", release=release or None)]
 
 
 class FilterModule:

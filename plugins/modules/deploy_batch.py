@@ -109,6 +109,15 @@ options:
     description: Verify the gateway's TLS certificate in I(checks).
     type: bool
     default: false
+  settle:
+    description:
+      - With I(checks), what settling each service needs (as the module C(microsvc.deploy.deploy_outcome) takes
+        it, without C(outcome) and the deploy's results; C(units) when it has workers or schedules). After the
+        checks, in the same call, the healthy services are settled (their workers and schedules move to the new
+        release) and the others go back to what served before, as deploy_outcome does (C(settled)).
+    type: list
+    elements: dict
+    default: []
 notes:
   - Why not a builtin - one call for every service of a host, with the slow steps concurrent and each service rolled
     back alone (a loop of builtins costs one call per service and step).
@@ -143,6 +152,11 @@ health:
   description: With I(checks), what the module C(microsvc.deploy.health_check) returns for them (C(checks), C(failed_checks)).
   returned: when I(checks) is given
   type: dict
+settled:
+  description: With I(checks) and I(settle), what the module C(microsvc.deploy.deploy_outcome) returns as C(services)
+    for the services that went live.
+  returned: when I(checks) and I(settle) are given
+  type: dict
 installer_note:
   description: Why this batch installed virtualenvs with pip rather than uv (no uv wheel, or it could not be unpacked).
   returned: when virtualenvs were built with pip for such a reason
@@ -169,6 +183,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import (
     health,
     layout,
     migrations,
+    outcome,
     paths,
     releases,
     units,
@@ -523,6 +538,7 @@ def main():
             lock=dict(type="dict"),
             checks=dict(type="list", elements="dict", default=[]),
             validate_certs=dict(type="bool", default=False),
+            settle=dict(type="list", elements="dict", default=[]),
             **BUNDLE_SPEC,
         ),
         supports_check_mode=False,
@@ -536,10 +552,24 @@ def main():
     with held:
         deploy = Deploy(module)
         results = deploy.run()
-    extra = {"installer_note": deploy.uv_note} if deploy.uv_note else {}
-    if module.params["checks"]:
-        extra["health"] = live_health(module.params["checks"], results, module.params["validate_certs"])
+        extra = after_switch(module.params, results)
+    if deploy.uv_note:
+        extra["installer_note"] = deploy.uv_note
     module.exit_json(changed=bool(results), services=results, timings=deploy.timings, **extra)
+
+
+def after_switch(params, results):
+    """With ``checks``: the health checks of the services that went live; with ``settle`` too, the
+    healthy ones settled and the others returned to what served before (as deploy_outcome would in
+    a call of its own), under the deploy lock still held."""
+    extra = {}
+    if params["checks"]:
+        extra["health"] = live_health(params["checks"], results, params["validate_certs"])
+        if params["settle"]:
+            fields = {entry["name"]: entry for entry in params["settle"]}
+            items = outcome.settle_items(results, extra["health"]["checks"], fields)
+            extra["settled"] = outcome.settle_all(items, params["timeout"])
+    return extra
 
 
 def live_health(checks, results, validate_certs):

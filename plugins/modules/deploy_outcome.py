@@ -72,96 +72,10 @@ services:
   type: dict
 """
 
-import concurrent.futures
 import contextlib
-import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import (
-    deploy_lock,
-    envfile,
-    fsutil,
-    releases,
-    units,
-    vassal,
-)
-
-
-def settle(svc, timeout, units_dir=units.UNITS_DIR):
-    out = dict(ok=True, msg="", step=None, action="none", previous=None, current=None, env_restored=False,
-               stopped=False, units=None)
-    gid = fsutil.gid_of(svc["group"])
-    outcome = svc["outcome"]
-    if outcome == "healthy":
-        if svc.get("units") is not None:
-            # Workers move to the new release only once the web process passed its health check.
-            try:
-                result, _undo = units.apply(svc["name"], svc["units"],
-                                            restart_all=bool(svc.get("switched") or svc.get("env_changed")),
-                                            units_dir=units_dir, log_dir=svc["units"].get("log_dir"))
-            except units.UnitsError as exc:
-                out.update(ok=False, step=exc.step, msg=str(exc)[-3000:])
-                return back(svc, out, timeout, units_dir, getattr(exc, "undo", None))
-            out["units"] = {k: result[k] for k in ("write", "remove", "stop", "restart", "start")}
-            out["action"] = "units" if result["changed"] else "none"
-        writes, removes = envfile.plan(svc["env_file"], "forget")[:2]
-        envfile.apply(writes, removes, gid)
-        if removes:
-            out["action"] = "settled"
-        return out
-    if outcome == "unhealthy":
-        return to_previous(svc, out, timeout, units_dir)
-    # on-demand rollback
-    plan = releases.plan_switch(svc["root"], svc.get("release") or None, rollback=True)
-    if plan["changed"]:
-        releases.apply_switch(svc["root"], plan)
-    result = vassal.apply(svc["name"], svc["ini_path"], None, svc["stats_socket"], svc["reload_file"],
-                          code_changed=plan["previous"] != plan["current"], timeout=timeout, log_file=svc.get("log_file"))
-    out.update(action=result["action"], previous=plan["previous"], current=plan["current"])
-    if plan["previous"] != plan["current"]:
-        try:
-            out["units"] = {"restart": units.restart_workers(svc["name"], units_dir, log_dir=svc.get("log_dir"))}
-        except units.UnitsError as exc:
-            out.update(ok=False, step=exc.step, msg=str(exc)[-3000:])
-    return out
-
-
-def to_previous(svc, out, timeout, units_dir, undo=None):
-    """The service returns to what served before, web and workers: the previous environment and
-    release (the vassal reloaded), the previous units with every worker process that ran restarted
-    on that release (``undo``, when the units had changed); a first release is stopped altogether,
-    units included (it never goes live)."""
-    if svc.get("env_changed"):
-        writes, removes = envfile.plan(svc["env_file"], "restore")[:2]
-        envfile.apply(writes, removes, fsutil.gid_of(svc["group"]))
-        out["env_restored"] = True
-    previous = svc.get("previous")
-    if not previous:
-        units.remove_all(svc["name"], units_dir)
-        vassal.stop(svc["ini_path"], svc["stats_socket"], svc.get("remove_sockets") or [], timeout, svc["name"])
-        out.update(action="stopped", stopped=True)
-        return out
-    if svc.get("switched"):
-        plan = releases.plan_switch(svc["root"], previous, rollback=True)
-        releases.apply_switch(svc["root"], plan)
-        out.update(previous=plan["previous"], current=plan["current"])
-    result = vassal.apply(svc["name"], svc["ini_path"], None, svc["stats_socket"], svc["reload_file"],
-                          code_changed=bool(svc.get("switched")), config_changed=out["env_restored"],
-                          timeout=timeout, log_file=svc.get("log_file"))
-    if undo is not None:
-        out["units"] = {"restart": units.restore(svc["name"], undo, units_dir)}
-    out["action"] = "rolled back (%s)" % result["action"]
-    return out
-
-
-def back(svc, out, timeout, units_dir, undo):
-    """A healthy deploy whose workers failed: back to what served before (to_previous); a failure
-    of that is reported with the workers' failure."""
-    try:
-        return to_previous(svc, out, timeout, units_dir, undo)
-    except Exception as exc:  # noqa: BLE001 - reported with the failure; the other services go on
-        out["recovery_error"] = str(exc)[-1500:]
-    return out
+from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock, outcome, units
 
 
 def main():
@@ -174,7 +88,6 @@ def main():
         ),
         supports_check_mode=False,
     )
-    results = {}
     services = module.params["services"]
     # Work under this run's deploy lock of the services (verified first, renewed while working).
     held = contextlib.ExitStack()
@@ -182,15 +95,8 @@ def main():
         held.enter_context(deploy_lock.Held(module.params["lock"], [s["name"] for s in services]))
     except deploy_lock.LockError as exc:
         module.fail_json(msg=str(exc))
-    with held, concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(services), os.cpu_count() or 2))) as pool:
-        futures = {pool.submit(settle, svc, module.params["timeout"], module.params["units_dir"]): svc["name"]
-                   for svc in services}
-        for future in concurrent.futures.as_completed(futures):
-            exc = future.exception()
-            if exc is None:
-                results[futures[future]] = future.result()
-            else:
-                results[futures[future]] = dict(ok=False, msg=str(exc)[-3000:], action="failed")
+    with held:
+        results = outcome.settle_all(services, module.params["timeout"], module.params["units_dir"])
     changed = any(r["action"] not in ("none",) for r in results.values())
     failed = sorted(n for n, r in results.items() if not r["ok"])
     if failed and all(s["outcome"] == "rollback" for s in services):

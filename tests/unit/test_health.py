@@ -59,3 +59,31 @@ def test_the_batch_checks_only_the_services_that_went_live(gateway):
     out = deploy_batch.live_health(checks, {"live": {"ok": True}, "failed": {"ok": False, "step": "check"}}, False)
     assert list(out["checks"]) == ["live"] and out["failed_checks"] == []
     assert gateway.seen == ["/ok/"]
+
+
+def fields(name):
+    return {"name": name, "root": "/opt/www/" + name, "group": name, "env_file": "/opt/www/%s/shared/env" % name,
+            "ini_path": "/etc/uwsgi/vassals/%s.ini" % name, "stats_socket": "s", "reload_file": "r",
+            "log_file": "l", "log_dir": "d", "remove_sockets": [], "units": {"workers": ["w"]}}
+
+
+def test_the_batch_settles_the_healthy_and_returns_the_others_in_its_own_call(gateway, monkeypatch):
+    """Where the gateway is this host, the checked services are settled (workers moved) or put
+    back in the same call, exactly as the separate settle call would be asked to."""
+    settled = []
+    monkeypatch.setattr(deploy_batch.outcome, "settle_all",
+                        lambda items, timeout: settled.extend(items) or {i["name"]: {"ok": True} for i in items})
+    results = {"up": {"ok": True, "previous": "r1", "switched": True, "env_changed": False},
+               "down": {"ok": True, "previous": "r2", "switched": True, "env_changed": True},
+               "broken": {"ok": False, "step": "check"}}
+    params = {"checks": [{"name": "up", "url": url(gateway, "/ok/")}, {"name": "down", "url": url(gateway, "/down/")},
+                         {"name": "broken", "url": url(gateway, "/ok/")}],
+              "validate_certs": False, "timeout": 5, "settle": [fields("up"), fields("down"), fields("broken")]}
+    out = deploy_batch.after_switch(params, results)
+    assert out["health"]["failed_checks"] == ["down"] and sorted(out["settled"]) == ["down", "up"]
+    by_name = {item["name"]: item for item in settled}
+    assert by_name["up"]["outcome"] == "healthy" and by_name["up"]["units"] == {"workers": ["w"]}
+    assert by_name["down"]["outcome"] == "unhealthy" and "units" not in by_name["down"]
+    assert by_name["down"]["previous"] == "r2" and by_name["down"]["env_changed"] is True
+    # Without what settling needs, the checks alone run (the role then settles in a call of its own).
+    assert "settled" not in deploy_batch.after_switch(dict(params, settle=[]), results)

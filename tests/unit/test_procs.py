@@ -493,22 +493,22 @@ def test_settle_plan_carries_the_units_of_healthy_services_only():
 
 
 def test_a_worker_failure_after_an_environment_change_puts_the_previous_environment_back(tmp_path, monkeypatch):
-    """deploy_outcome's way back: the environment file the previous release served with returns
+    """The way back after a settle failed: the environment file the previous release served with returns
     (the staged one is dropped), then the release and the vassal follow."""
-    from ansible_collections.microsvc.deploy.plugins.modules import deploy_outcome
+    from ansible_collections.microsvc.deploy.plugins.module_utils import outcome
 
     env = tmp_path / "env"
     env.write_text("A=new\nB=2\n")
     (tmp_path / "env.previous").write_text("A=old\n")
     (tmp_path / "env.unset").write_text("")
     calls = []
-    monkeypatch.setattr(deploy_outcome.fsutil, "gid_of", lambda group: os.getgid())
-    monkeypatch.setattr(deploy_outcome.envfile, "write_atomic",
+    monkeypatch.setattr(outcome.fsutil, "gid_of", lambda group: os.getgid())
+    monkeypatch.setattr(outcome.envfile, "write_atomic",
                         lambda target, text, *a, **k: pathlib.Path(target).write_text(text, encoding="utf-8"))
-    monkeypatch.setattr(deploy_outcome.vassal, "apply", lambda *a, **k: calls.append(k) or {"action": "reload"})
+    monkeypatch.setattr(outcome.vassal, "apply", lambda *a, **k: calls.append(k) or {"action": "reload"})
     svc = {"name": "jobs", "group": "jobs", "env_file": str(env), "env_changed": True, "previous": "r1",
            "switched": False, "ini_path": "x.ini", "stats_socket": "s", "reload_file": "r"}
-    out = deploy_outcome.back(svc, {"env_restored": False}, 5, str(tmp_path), None)
+    out = outcome.back(svc, {"env_restored": False}, 5, str(tmp_path), None)
     assert out.get("recovery_error") is None, out
     assert out["env_restored"] and env.read_text() == "A=old\n" and not (tmp_path / "env.previous").exists()
     assert calls == [dict(code_changed=False, config_changed=True, timeout=5, log_file=None)]
