@@ -4,7 +4,6 @@ only where nginx runs, never when a restart is due, and never past a failing ngi
 import types
 
 import pytest
-
 from ansible_collections.microsvc.deploy.plugins.modules import nginx_config
 
 
