@@ -21,6 +21,9 @@ Task arguments:
   unit_templates: templates of the systemd units: worker, timer, tick, run, slice
   protected:     whether the gateway is local (accel_redirect's shared/protected is then expected)
   logrotate_path: a service's log rotation file, with %s for its name (removed with the service)
+  lock:          the deploy lock to take in the probe's own call (services, timeout, lease, dir,
+                 purpose, as the action deploy_lock takes them); its result is ``lock``, as that
+                 action returns it (plugins/plugin_utils/deploy_lock.py)
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
 ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
@@ -39,6 +42,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path, service_paths
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import NAME_PATTERN
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.deploy_lock import POLL, lock_args, take, this_run
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
 
@@ -192,11 +196,26 @@ class ActionModule(ActionBase):
             absent=[dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
                          ini_path=ini_path(vassals_dir, s["name"], s.get("interface") or "wsgi")) for s in absent],
         )
+        if args.get("lock"):
+            lock_services, lock_dir, lease, timeout, purpose = lock_args(args["lock"])
+            me = this_run(purpose)
+            probe_args["lock"] = dict(services=lock_services, holder=me, dir=lock_dir, lease=lease,
+                                      wait=int(min(timeout, POLL)))
         probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
                                       task_vars=task_vars)
         if probed.get("failed"):
             result.update(probed)
             return result
+        if args.get("lock"):
+            # Taken in the probe's call; where another run held it, waited for here, then probed again.
+            result["lock"] = take(self, task_vars, me, lock_services, lock_dir, lease, timeout, first=probed["lock"])
+            if not probed.get("probed", True):
+                probe_args.pop("lock")
+                probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
+                                              task_vars=task_vars)
+                if probed.get("failed"):
+                    result.update(probed)
+                    return result
         plugin_python = str(probed.get("plugin_python") or args.get("plugin_python") or "")
         problems = [python_problem(svc, probed["services"][svc["name"]], plugin_python, default_python)
                     for svc in services]

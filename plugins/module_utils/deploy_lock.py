@@ -185,6 +185,27 @@ def try_acquire(lock_dir, names, holder, lease, break_runs=(), now=None, check_m
     return acquired, blocked, broken
 
 
+def acquire(lock_dir, names, holder, lease, wait=0, break_runs=(), check_mode=False):
+    """Take the locks of ``names`` for ``holder``, waiting up to ``wait`` seconds for other runs:
+    what the module deploy_lock returns, and the probe where it takes the locks in its own call
+    (acquired, blocked, broken, lock, waited, now). Raises LockError or OSError."""
+    run = holder.get("run")
+    if not run:
+        raise LockError("holder has no run id")
+    started = time.time()
+    deadline = started + max(0, wait)
+    broken = []
+    while True:
+        acquired, blocked, broken_now = try_acquire(lock_dir, names, holder, lease, break_runs, check_mode=check_mode)
+        broken.extend(broken_now)
+        if not blocked or check_mode or time.time() >= deadline:
+            break
+        time.sleep(0.5)
+    return dict(acquired=acquired, blocked=blocked, broken=broken, released=[],
+                lock={"run": run, "dir": lock_dir, "lease": lease},
+                waited=round(time.time() - started, 1), now=time.time())
+
+
 class _Nothing:
     def __enter__(self):
         return self

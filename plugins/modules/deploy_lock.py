@@ -107,8 +107,6 @@ lock:
   type: dict
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock
 
@@ -134,26 +132,16 @@ def main():
     run = p["holder"].get("run")
     if not run:
         module.fail_json(msg="holder has no run id")
-    lock = {"run": run, "dir": p["dir"], "lease": p["lease"]}
     try:
         if p["state"] == "released":
             released = [] if module.check_mode else deploy_lock.release(p["dir"], run, p["services"] or None)
-            module.exit_json(changed=False, released=released, acquired=[], blocked={}, broken=[], lock=lock)
-        started = time.time()
-        deadline = started + max(0, p["wait"])
-        broken = []
-        while True:
-            acquired, blocked, broken_now = deploy_lock.try_acquire(
-                p["dir"], p["services"], p["holder"], p["lease"], p["break_runs"], check_mode=module.check_mode)
-            broken.extend(broken_now)
-            if not blocked or module.check_mode or time.time() >= deadline:
-                break
-            time.sleep(0.5)
+            module.exit_json(changed=False, released=released, acquired=[], blocked={}, broken=[],
+                             lock={"run": run, "dir": p["dir"], "lease": p["lease"]})
+        out = deploy_lock.acquire(p["dir"], p["services"], p["holder"], p["lease"], p["wait"], p["break_runs"],
+                                  check_mode=module.check_mode)
     except (deploy_lock.LockError, OSError) as exc:
         module.fail_json(msg="deploy lock: %s" % exc)
-    module.exit_json(changed=False, acquired=acquired, blocked=blocked, broken=broken, released=[], lock=lock,
-                     waited=round(time.time() - started, 1), now=time.time())
-
+    module.exit_json(changed=False, **out)
 
 if __name__ == "__main__":
     main()

@@ -61,6 +61,14 @@ options:
     description: Where the services' systemd units are (their files carry a C(# microsvc-service:) line).
     type: path
     default: /etc/systemd/system
+  lock:
+    description:
+      - The deploy lock to take first, in this call, as the module C(microsvc.deploy.deploy_lock) takes it
+        (C(services), C(holder), C(lease), C(dir), C(wait)). When another run holds one of the locks after
+        C(wait) seconds, nothing is probed (C(probed) is false) and C(lock) says who holds it; the action
+        plugin then waits as deploy_lock does and probes again. Given by the role where the play's batch is
+        one host (a batch of several takes its locks one host at a time, in a task of its own).
+    type: dict
 notes:
   - Why not a builtin - one read-only call compares every service of a host (files, units, stats), so a run with
     nothing to do costs one call.
@@ -102,13 +110,21 @@ absent_leftovers:
   description: Names of absent services that still have an ini, a socket or (with purge) a directory or user.
   returned: always
   type: list
+probed:
+  description: False when I(lock) was blocked by another run, and nothing was probed.
+  returned: always
+  type: bool
+lock:
+  description: With I(lock), what the module C(microsvc.deploy.deploy_lock) returns for it.
+  returned: when I(lock) is given
+  type: dict
 """
 
 import os
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, units
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, deploy_lock, units
 from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import (
     group_exists,
     read_json,
@@ -280,6 +296,16 @@ def written_vassals(vassals_dir, marker):
     return names
 
 
+def take_lock(module, spec):
+    """The deploy lock of ``spec`` (module_utils/deploy_lock.py), waiting up to its ``wait``."""
+    try:
+        return deploy_lock.acquire(spec.get("dir") or deploy_lock.DEFAULT_DIR, spec.get("services") or [],
+                                   spec.get("holder") or {}, int(spec.get("lease") or 900), int(spec.get("wait") or 0),
+                                   check_mode=module.check_mode)
+    except (deploy_lock.LockError, OSError) as exc:
+        module.fail_json(msg="deploy lock: %s" % exc)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -290,10 +316,18 @@ def main():
             marker=dict(type="str", default=INI_MARKER),
             uwsgi=dict(type="dict", default={}),
             units_dir=dict(type="path", default=units.UNITS_DIR),
+            lock=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    extra = {}
+    if p["lock"]:
+        # Under the lock from the start, so that what the probe finds stays true until the run is done.
+        extra["lock"] = take_lock(module, p["lock"])
+        if extra["lock"]["blocked"] and not module.check_mode:
+            module.exit_json(changed=False, probed=False, services={}, unlisted=[], absent_leftovers=[],
+                             plugin_python="", **extra)
     # Every stats socket at once, each as its service's user and bounded in time and size.
     # An ASGI service has no stats socket: its state comes from systemd (asgi.running).
     answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]
@@ -321,8 +355,8 @@ def main():
         if left:
             leftovers.append(svc["name"])
 
-    module.exit_json(changed=False, services=services, unlisted=unlisted, absent_leftovers=leftovers,
-                     plugin_python=uwsgi_python(p["uwsgi"]))
+    module.exit_json(changed=False, probed=True, services=services, unlisted=unlisted, absent_leftovers=leftovers,
+                     plugin_python=uwsgi_python(p["uwsgi"]), **extra)
 
 
 if __name__ == "__main__":

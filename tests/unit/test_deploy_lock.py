@@ -8,10 +8,12 @@ import stat
 import subprocess
 import sys
 import time
+import types
 
 import pytest
-from ansible_collections.microsvc.deploy.plugins.action import deploy_lock as action
+from ansible.errors import AnsibleActionFail
 from ansible_collections.microsvc.deploy.plugins.module_utils import deploy_lock
+from ansible_collections.microsvc.deploy.plugins.plugin_utils import deploy_lock as controller
 
 
 def holder(run, **over):
@@ -154,27 +156,76 @@ def test_bad_names_never_become_paths(lock_dir):
             deploy_lock.lock_path(lock_dir, name)
 
 
-# --- the controller's side (action plugin) ---------------------------------------------------
+# --- the controller's side (plugin_utils/deploy_lock.py) ----------------------------------
 
 def test_a_run_is_the_playbook_process_that_forked_the_worker():
-    me = action.this_run("rollback")
+    me = controller.this_run("rollback")
     assert me["pid"] == os.getppid() and me["purpose"] == "rollback"
-    assert me == action.this_run("rollback")  # every task and host of the run: the same run id
+    assert me == controller.this_run("rollback")  # every task and host of the run: the same run id
     assert me["identity"]["start_ticks"] == deploy_lock.process_start_ticks(os.getppid())
     assert me["started"].endswith("Z")
 
 
 def test_a_holder_from_this_controller_is_gone_when_its_process_is():
-    me = action.this_run()
+    me = controller.this_run()
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     ticks = deploy_lock.process_start_ticks(child.pid)
     record = dict(me, run="x", pid=child.pid, identity=dict(me["identity"], start_ticks=ticks))
-    assert not action.gone_here(record, me)  # still there (a zombie until waited for)
+    assert not controller.gone_here(record, me)  # still there (a zombie until waited for)
     child.wait()
-    assert action.gone_here(record, me)
+    assert controller.gone_here(record, me)
     # The same PID, started at another time, is another process.
-    assert action.gone_here(dict(record, pid=os.getpid(), identity=dict(record["identity"], start_ticks=1)), me)
+    assert controller.gone_here(dict(record, pid=os.getpid(), identity=dict(record["identity"], start_ticks=1)), me)
     # A holder from another controller, boot or PID namespace is never judged here.
-    assert not action.gone_here(dict(record, controller="elsewhere"), me)
-    assert not action.gone_here(dict(record, identity=dict(record["identity"], pid_ns="pid:[0]")), me)
-    assert not action.gone_here(dict(record, identity=dict(record["identity"], boot_id="")), me)
+    assert not controller.gone_here(dict(record, controller="elsewhere"), me)
+    assert not controller.gone_here(dict(record, identity=dict(record["identity"], pid_ns="pid:[0]")), me)
+    assert not controller.gone_here(dict(record, identity=dict(record["identity"], boot_id="")), me)
+
+
+class Action:
+    """An action plugin whose module calls run module_utils/deploy_lock.acquire, as the module does."""
+
+    def __init__(self):
+        self.calls, self.warnings = [], []
+        self._play_context = types.SimpleNamespace(check_mode=False)
+        self._display = types.SimpleNamespace(warning=self.warnings.append)
+
+    def _execute_module(self, module_name, module_args, task_vars):
+        self.calls.append(module_args)
+        a = module_args
+        return deploy_lock.acquire(a["dir"], a["services"], a["holder"], a["lease"], a["wait"], a["break_runs"])
+
+
+def test_a_lock_taken_in_the_probes_call_costs_no_call_of_its_own(lock_dir):
+    me = controller.this_run()
+    first = deploy_lock.acquire(lock_dir, ["billing"], me, 900)
+    action = Action()
+    out = controller.take(action, {}, me, ["billing"], lock_dir, 900, 60, first=first)
+    assert action.calls == [] and out["acquired"] == ["billing"] and out["blocked"] == {}
+    assert out["lock"] == {"run": me["run"], "dir": lock_dir, "lease": 900}
+
+
+def test_a_lock_the_probe_found_held_by_a_gone_run_of_this_controller_is_broken_then_taken(lock_dir):
+    me = controller.this_run()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    ticks = deploy_lock.process_start_ticks(child.pid)
+    child.wait()
+    dead = dict(me, run="dead-run", pid=child.pid, identity=dict(me["identity"], start_ticks=ticks))
+    deploy_lock.try_acquire(lock_dir, ["billing"], dead, 900)
+    first = deploy_lock.acquire(lock_dir, ["billing"], me, 900)
+    assert first["blocked"]["billing"]["run"] == "dead-run"
+    action = Action()
+    out = controller.take(action, {"inventory_hostname": "web1"}, me, ["billing"], lock_dir, 900, 60, first=first)
+    assert [c["break_runs"] for c in action.calls] == [["dead-run"]]
+    assert out["acquired"] == ["billing"] and out["broken"][0]["holder"]["run"] == "dead-run"
+    assert action.warnings and "service 'billing' on web1: broke the deploy lock of" in action.warnings[0]
+
+
+def test_a_lock_the_probe_found_held_by_a_live_run_fails_naming_it_once_the_time_is_up(lock_dir):
+    deploy_lock.try_acquire(lock_dir, ["billing"], holder("other"), 900)
+    me = controller.this_run()
+    first = deploy_lock.acquire(lock_dir, ["billing"], me, 900)
+    first["waited"] = 5  # the probe's call waited already: it counts against the timeout
+    with pytest.raises(AnsibleActionFail, match="service 'billing': the deploy lock on web1 is held by .*alice"):
+        controller.take(Action(), {"inventory_hostname": "web1"}, me, ["billing"], lock_dir, 900, 5, first=first)
+    assert deploy_lock.read(os.path.join(lock_dir, "billing.lock"))["run"] == "other"
