@@ -98,6 +98,13 @@ def gateway_write(out):
     return found[0]
 
 
+def reload_handler_ran(out):
+    """Whether the gateway's reload handler ran (it is listed, and skipped, when the configuration
+    call reloaded nginx itself)."""
+    return re.search(r"RUNNING HANDLER \[microsvc\.deploy\.nginx_gateway : Reload nginx\][^\n]*\n(ok|changed):",
+                     out) is not None
+
+
 def new_services(code):
     return [
         {"name": "service5", "source": {"type": "git", "repo": "file://%s" % (code / "service5"), "version": "v1.0"},
@@ -127,7 +134,7 @@ def test_adding_a_service_by_inventory_edit_leaves_the_others_alone(host, workdi
     assert rc == 0, out
     # The new routes went live in the call that installed them: no reload was left to the handler.
     assert gateway_write(out) == "changed", out
-    assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx" not in out
+    assert not reload_handler_ran(out), out
     for name, origin in (("service5", "from git"), ("service6", "from an archive")):
         resp = http(host, "/api/%s/" % name)
         assert resp["status"] == 200 and "%s: added by an inventory edit, %s" % (name, origin) in resp["body"], resp
@@ -201,7 +208,7 @@ def test_code_redeploy_under_load_fails_no_request(host, workdir, code, state):
     assert masters(host, before) == before
     # Only service2's work was done: the gateway did not change and no other service was deployed.
     assert gateway_write(out) == "ok", out
-    assert "RUNNING HANDLER [microsvc.deploy.nginx_gateway : Reload nginx" not in out
+    assert not reload_handler_ran(out), out
     assert currents(host, OTHERS + ["service5", "service6"]) == state["currents"], out
     state["release_b_services"] = services
 
