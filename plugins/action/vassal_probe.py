@@ -21,6 +21,9 @@ Task arguments:
   unit_templates: templates of the systemd units: worker, timer, tick, run, slice
   protected:     whether the gateway is local (accel_redirect's shared/protected is then expected)
   logrotate_path: a service's log rotation file, with %s for its name (removed with the service)
+  logrotate:     each present service's log rotation file (service, dest, template or content,
+                 mode, vars), rendered here: the module writes those whose account exists; the
+                 others are returned as ``logrotate_pending`` (with their content) for the deploy
   lock:          the deploy lock to take in the probe's own call (services, timeout, lease, dir,
                  purpose, as the action deploy_lock takes them); its result is ``lock``, as that
                  action returns it (plugins/plugin_utils/deploy_lock.py)
@@ -43,7 +46,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import units
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import ini_path, service_paths
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import NAME_PATTERN
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.deploy_lock import POLL, lock_args, take, this_run
-from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer, file_entries
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
 
 
@@ -195,6 +198,7 @@ class ActionModule(ActionBase):
                       for s in services],
             absent=[dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
                          ini_path=ini_path(vassals_dir, s["name"], s.get("interface") or "wsgi")) for s in absent],
+            logrotate=file_entries(self, renderer, args.get("logrotate")),
         )
         if args.get("lock"):
             lock_services, lock_dir, lease, timeout, purpose = lock_args(args["lock"])
@@ -231,6 +235,11 @@ class ActionModule(ActionBase):
         unknown = stats_warnings(probed["services"])
         if unknown:
             result["warnings"] = list(result.get("warnings") or []) + unknown
-        result.update(changed=False, work=work, remove=remove, state=probed["services"], stats_errors=unknown,
+        pending = set(probed.get("logrotate_pending") or [])
+        if probed.get("diff"):
+            result["diff"] = probed["diff"]
+        result.update(changed=bool(probed.get("logrotate_changed")), logrotate_changed=probed.get("logrotate_changed") or [],
+                      logrotate_pending=[e for e in probe_args["logrotate"] if e["service"] in pending],
+                      work=work, remove=remove, state=probed["services"], stats_errors=unknown,
                       msg="%d of %d services need a deploy, %d to remove" % (len(work), len(services), len(remove)))
         return result

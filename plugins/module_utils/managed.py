@@ -1,7 +1,8 @@
 # Copyright: microsvc maintainers
 # Apache License 2.0 (see LICENSE)
 """Directories and files (content, owner, group, mode) made so in one call: the module
-managed_files, and nginx_config for the gateway's files outside nginx's directory."""
+managed_files, nginx_config for the gateway's files outside nginx's directory, and the services'
+log rotation files (vassal_probe, deploy_batch)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grp
 import os
 import pwd
 
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 
 
@@ -64,3 +66,13 @@ def ensure(module, directories, files):
             continue
         write_atomic(dest, data, mode, uid=uid, gid=gid)
     return changed, diffs
+
+
+def ensure_for_accounts(module, files):
+    """``ensure`` for the files of services (each with its ``service``) whose account exists: a file
+    that names the account (logrotate's su) is written only once there is one. Returns (changed
+    paths, diffs, names of the services still without an account)."""
+    pending = sorted({entry["service"] for entry in files if not fsutil.user_exists(entry["service"])})
+    changed, diffs = ensure(module, [], [entry for entry in files if entry["service"] not in pending])
+    return changed, diffs, pending
+

@@ -109,6 +109,13 @@ options:
     description: Verify the gateway's TLS certificate in I(checks).
     type: bool
     default: false
+  logrotate:
+    description:
+      - Log rotation files (C(service), C(dest), C(content), C(mode)) of services whose account did not exist
+        when the probe ran; written at the end of the call for those whose account exists then (the deploy made it).
+    type: list
+    elements: dict
+    default: []
   settle:
     description:
       - With I(checks), what settling each service needs (as the module C(microsvc.deploy.deploy_outcome) takes
@@ -152,6 +159,10 @@ health:
   description: With I(checks), what the module C(microsvc.deploy.health_check) returns for them (C(checks), C(failed_checks)).
   returned: when I(checks) is given
   type: dict
+logrotate_changed:
+  description: Paths of I(logrotate) written.
+  returned: when I(logrotate) is given
+  type: list
 settled:
   description: With I(checks) and I(settle), what the module C(microsvc.deploy.deploy_outcome) returns as C(services)
     for the services that went live.
@@ -192,6 +203,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils import (
 )
 from ansible_collections.microsvc.deploy.plugins.module_utils.bundle import ARGUMENT_SPEC as BUNDLE_SPEC
 from ansible_collections.microsvc.deploy.plugins.module_utils.bundle import bundle_path
+from ansible_collections.microsvc.deploy.plugins.module_utils.managed import ensure_for_accounts
 from ansible_collections.microsvc.deploy.plugins.module_utils.release_archive import extract_tar
 
 IMPORT_CHECK = """
@@ -539,6 +551,7 @@ def main():
             checks=dict(type="list", elements="dict", default=[]),
             validate_certs=dict(type="bool", default=False),
             settle=dict(type="list", elements="dict", default=[]),
+            logrotate=dict(type="list", elements="dict", default=[]),
             **BUNDLE_SPEC,
         ),
         supports_check_mode=False,
@@ -553,6 +566,9 @@ def main():
         deploy = Deploy(module)
         results = deploy.run()
         extra = after_switch(module.params, results)
+        if module.params["logrotate"]:
+            # As the probe does: only where the service's account exists (logrotate switches to it).
+            extra["logrotate_changed"] = ensure_for_accounts(module, module.params["logrotate"])[0]
     if deploy.uv_note:
         extra["installer_note"] = deploy.uv_note
     module.exit_json(changed=bool(results), services=results, timings=deploy.timings, **extra)

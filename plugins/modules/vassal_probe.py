@@ -61,6 +61,15 @@ options:
     description: Where the services' systemd units are (their files carry a C(# microsvc-service:) line).
     type: path
     default: /etc/systemd/system
+  logrotate:
+    description:
+      - Log rotation files of the services (C(service), C(dest), C(content), C(mode)), as the module
+        C(microsvc.deploy.managed_files) writes them; written (root's, atomically, a link in their place
+        replaced, never followed) where the service's account exists, the others' names returned in
+        C(logrotate_pending). The only change this call makes.
+    type: list
+    elements: dict
+    default: []
   lock:
     description:
       - The deploy lock to take first, in this call, as the module C(microsvc.deploy.deploy_lock) takes it
@@ -110,6 +119,14 @@ absent_leftovers:
   description: Names of absent services that still have an ini, a socket or (with purge) a directory or user.
   returned: always
   type: list
+logrotate_changed:
+  description: Paths of I(logrotate) written.
+  returned: always
+  type: list
+logrotate_pending:
+  description: Services of I(logrotate) whose account does not exist yet (their files were not written).
+  returned: always
+  type: list
 probed:
   description: False when I(lock) was blocked by another run, and nothing was probed.
   returned: always
@@ -131,6 +148,7 @@ from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import (
     sha1_of,
     user_exists,
 )
+from ansible_collections.microsvc.deploy.plugins.module_utils.managed import ensure_for_accounts
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import (
     HISTORY,
     INI_MARKER,
@@ -317,6 +335,7 @@ def main():
             uwsgi=dict(type="dict", default={}),
             units_dir=dict(type="path", default=units.UNITS_DIR),
             lock=dict(type="dict"),
+            logrotate=dict(type="list", elements="dict", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -327,7 +346,7 @@ def main():
         extra["lock"] = take_lock(module, p["lock"])
         if extra["lock"]["blocked"] and not module.check_mode:
             module.exit_json(changed=False, probed=False, services={}, unlisted=[], absent_leftovers=[],
-                             plugin_python="", **extra)
+                             plugin_python="", logrotate_changed=[], logrotate_pending=[], **extra)
     # Every stats socket at once, each as its service's user and bounded in time and size.
     # An ASGI service has no stats socket: its state comes from systemd (asgi.running).
     answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]
@@ -355,8 +374,13 @@ def main():
         if left:
             leftovers.append(svc["name"])
 
-    module.exit_json(changed=False, probed=True, services=services, unlisted=unlisted, absent_leftovers=leftovers,
-                     plugin_python=uwsgi_python(p["uwsgi"]), **extra)
+    # Each service's log rotation, where its account exists (logrotate switches to it: su).
+    written, diffs, pending = ensure_for_accounts(module, p["logrotate"])
+    if module._diff and diffs:
+        extra["diff"] = diffs
+    module.exit_json(changed=bool(written), probed=True, services=services, unlisted=unlisted,
+                     absent_leftovers=leftovers, plugin_python=uwsgi_python(p["uwsgi"]), logrotate_changed=written,
+                     logrotate_pending=pending, **extra)
 
 
 if __name__ == "__main__":

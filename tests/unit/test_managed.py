@@ -47,3 +47,25 @@ def test_a_changed_mode_alone_is_a_change(tmp_path):
     os.chmod(dest, 0o600)
     assert ensure(module(), [], [{"dest": str(dest), "content": "x", "mode": "0644"}])[0] == [str(dest)]
     assert oct(os.stat(dest).st_mode & 0o777) == "0o644"
+
+
+def test_a_services_log_rotation_waits_for_its_account(tmp_path, monkeypatch):
+    """logrotate switches to the service's account (su): its file is written only once the account
+    exists; the others are named as pending, for the deploy that makes the account."""
+    from ansible_collections.microsvc.deploy.plugins.module_utils import managed
+
+    monkeypatch.setattr(managed.fsutil, "user_exists", lambda name: name == "billing")
+    files = [{"service": name, "dest": str(tmp_path / ("microsvc-" + name)), "content": "su %s %s\n" % (name, name),
+              "mode": "0644"} for name in ("billing", "search")]
+    monkeypatch.setattr(managed, "ids", lambda module, entry: (os.getuid(), os.getgid()))
+    changed, _, pending = managed.ensure_for_accounts(module(), files)
+    assert changed == [str(tmp_path / "microsvc-billing")] and pending == ["search"]
+    assert (tmp_path / "microsvc-billing").read_text() == "su billing billing\n"
+    assert not (tmp_path / "microsvc-search").exists()
+    # Unchanged the next time; a link planted at its place is replaced, never followed.
+    assert managed.ensure_for_accounts(module(), files)[0] == []
+    (tmp_path / "microsvc-billing").unlink()
+    (tmp_path / "target").write_text("keep\n")
+    (tmp_path / "microsvc-billing").symlink_to(tmp_path / "target")
+    assert managed.ensure_for_accounts(module(), files)[0] == [str(tmp_path / "microsvc-billing")]
+    assert not (tmp_path / "microsvc-billing").is_symlink() and (tmp_path / "target").read_text() == "keep\n"
