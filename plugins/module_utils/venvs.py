@@ -245,19 +245,30 @@ def stop_unit(uid):
     return proc.returncode == 0
 
 
-def _run_unit(uid, argv, timeout, **unit):
-    """Run one build step as ``uid`` in its transient unit; errors as ``_run``'s."""
+def then(first, second):
+    """One command line that runs ``first`` and, when it succeeded, ``second`` (whose status it
+    returns): each argument passed to the shell as a positional parameter, never parsed by it (the
+    script holds only their positions)."""
+    script = "%s || exit; shift %d; exec \"$@\"" % (" ".join('"${%d}"' % i for i in range(1, len(first) + 1)),
+                                                   len(first))
+    return ["/bin/sh", "-c", script, "sh"] + list(first) + list(second)
+
+
+def _run_unit(uid, argv, timeout, label=None, **unit):
+    """Run one build step as ``uid`` in its transient unit; errors as ``_run``'s, naming ``label``
+    (the command's first words by default)."""
+    label = label or " ".join(argv[:4])
     started = time.monotonic()
     cmd = systemd_run_argv(uid, argv, timeout=timeout, **unit)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout + STOP_GRACE)
     except subprocess.TimeoutExpired:
         stop_unit(uid)
-        raise VenvError("%s did not finish within %ds" % (" ".join(argv[:4]), timeout)) from None
+        raise VenvError("%s did not finish within %ds" % (label, timeout)) from None
     if proc.returncode != 0:
         if time.monotonic() - started >= timeout:
-            raise VenvError("%s did not finish within %ds" % (" ".join(argv[:4]), timeout))
-        raise VenvError("%s failed:\n%s" % (" ".join(argv[:4]), (proc.stderr or proc.stdout)[-3000:]))
+            raise VenvError("%s did not finish within %ds" % (label, timeout))
+        raise VenvError("%s failed:\n%s" % (label, (proc.stderr or proc.stdout)[-3000:]))
     return proc
 
 
@@ -399,12 +410,12 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
                 unit = dict(cwd=home, env=dict(env, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1") if use_uv else env,
                             hidden=os.path.realpath(microsvc_root), writable=[final, home] + ([cache] if cache else []),
                             readable=readable, network=not wheelhouse)
-                _run_unit(uid, argv, timeout, **unit)
                 req = os.path.join(home, "requirements.txt")
                 write_atomic(req, requirements, 0o644)
-                argv = install_argv(final, req, requirements, wheelhouse, index_url, extra_args,
-                                    uv=uv if use_uv else None, cache=cache)
-                _run_unit(uid, argv, timeout, **unit)
+                install = install_argv(final, req, requirements, wheelhouse, index_url, extra_args,
+                                       uv=uv if use_uv else None, cache=cache)
+                # One sandboxed unit makes the virtualenv, then installs into it.
+                _run_unit(uid, then(argv, install), timeout, label=" ".join(install[:4]), **unit)
             seal(final, python)
             write_atomic(os.path.join(final, MARKER),
                          json.dumps({"python_version": python_version, "key": key}, indent=2) + "\n")

@@ -195,8 +195,8 @@ def test_a_step_the_unit_stopped_at_its_run_time_limit_is_reported_as_a_timeout(
         venvs._run_unit(BASE + 5, ["/v/bin/python", "-m", "pip", "install"], 60, **_unit_args())
 
 
-def test_a_build_stops_what_its_uid_left_then_runs_both_steps_in_units(tmp_path, monkeypatch):
-    """venv then pip, each in a unit with the build's directories; the wheelhouse read-only and
+def test_a_build_stops_what_its_uid_left_then_runs_both_steps_in_one_unit(tmp_path, monkeypatch):
+    """venv then pip, in one unit with the build's directories; the wheelhouse read-only and
     no network; the result sealed root-owned. (The steps are faked: what they would run is
     checked above, and end to end in molecule/isolation/tests/test_builds.py.)"""
     if os.geteuid() != 0:
@@ -206,10 +206,13 @@ def test_a_build_stops_what_its_uid_left_then_runs_both_steps_in_units(tmp_path,
     events = []
     monkeypatch.setattr(venvs, "stop_unit", lambda uid: events.append(("stop", uid)))
 
-    def run_unit(uid, argv, timeout, **unit):
-        events.append(("run", uid, argv[1:3], unit["writable"][0], unit["readable"], unit["network"]))
+    def run_unit(uid, argv, timeout, label=None, **unit):
+        # One unit: the shell runs the virtualenv's creation, then the install (venvs.then).
+        assert argv[:2] == ["/bin/sh", "-c"] and argv[3] == "sh", argv
+        steps = [argv[5:7], argv[9:11]]
+        events.append(("run", uid, steps, unit["writable"][0], unit["readable"], unit["network"]))
         final = unit["writable"][0]
-        if argv[1:3] == ["-m", "venv"]:
+        if steps[0] == ["-m", "venv"]:
             for name in ("bin", "lib"):
                 os.mkdir(os.path.join(final, name))
                 os.chown(os.path.join(final, name), uid, uid)
@@ -226,8 +229,7 @@ def test_a_build_stops_what_its_uid_left_then_runs_both_steps_in_units(tmp_path,
                        service_user="svc")
     final = os.path.join(venvs.cache_dir(str(root)), "k1")
     uid = BASE + 1234
-    assert events == [("stop", uid), ("run", uid, ["-m", "venv"], final, [wheelhouse], False),
-                      ("run", uid, ["-m", "pip"], final, [wheelhouse], False)]
+    assert events == [("stop", uid), ("run", uid, [["-m", "venv"], ["-m", "pip"]], final, [wheelhouse], False)]
     for dirpath, dirnames, filenames in os.walk(final):
         for name in dirnames + filenames:
             assert os.lstat(os.path.join(dirpath, name)).st_uid == 0
@@ -330,10 +332,9 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
     monkeypatch.setattr(venvs, "stop_unit", lambda uid: None)
     runs = []
 
-    def run_unit(uid, argv, timeout, **unit):
+    def run_unit(uid, argv, timeout, label=None, **unit):
         runs.append((argv, unit))
-        if argv[1:3] == ["-m", "venv"]:
-            os.mkdir(os.path.join(unit["writable"][0], "bin"))
+        os.mkdir(os.path.join(unit["writable"][0], "bin"))
         return types.SimpleNamespace(returncode=0, stdout="", stderr="")
 
     monkeypatch.setattr(venvs, "_run_unit", run_unit)
@@ -342,8 +343,11 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
     uv = str(root / ".microsvc" / "tools" / "uv-0.13.9" / "uv")
     assert venvs.build(str(root), "k1", "/usr/bin/python3", "3.11.2", "flask==3.0\n", wheelhouse="/w",
                        service_user="svc", uv=uv) == "uv"
-    (venv_argv, _), (install, unit) = runs
-    assert "--without-pip" in venv_argv
+    ((argv, unit),) = runs
+    final = os.path.join(venvs.cache_dir(str(root)), "k1")
+    venv_argv = ["/usr/bin/python3", "-m", "venv", "--without-pip", final]
+    assert argv[4:9] == venv_argv and argv == venvs.then(venv_argv, argv[9:])
+    install = argv[9:]
     assert install[:3] == [uv, "pip", "install"]
     cache = os.path.join(venvs.cache_dir(str(root)), ".uv-cache-%d" % (BASE + 1234))
     assert unit["writable"][2:] == [cache] and install[install.index("--cache-dir") + 1] == cache
@@ -351,3 +355,18 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
     st = os.lstat(cache)
     assert (st.st_uid, st.st_mode & 0o777) == (BASE + 1234, 0o700)
     assert unit["env"]["UV_PYTHON_DOWNLOADS"] == "never" and unit["network"] is False
+
+
+def test_a_build_runs_its_two_steps_in_one_unit_and_stops_at_the_first_failure(tmp_path):
+    """venvs.then: the virtualenv's creation, then the install, in one shell that parses neither
+    command: arguments with quotes, spaces, globs and substitutions reach each command as given."""
+    out = tmp_path / "out"
+    odd = ["a b", "$(touch %s)" % (tmp_path / "pwned"), "it's", "*", ""]
+    argv = venvs.then(["/bin/sh", "-c", 'printf "%s|" "$@" > "$0"', str(out)] + odd,
+                      ["/bin/sh", "-c", 'printf "[%s]" "$@" >> "$0"; exit 3', str(out), "x  y", ";"])
+    proc = subprocess.run(argv, check=False)
+    assert proc.returncode == 3  # the second command's status
+    assert out.read_text() == "a b|$(touch %s)|it's|*||[x  y][;]" % (tmp_path / "pwned")
+    assert not (tmp_path / "pwned").exists()
+    failing = venvs.then(["/bin/sh", "-c", "exit 5"], ["/bin/sh", "-c", 'echo ran > "$0"', str(tmp_path / "second")])
+    assert subprocess.run(failing, check=False).returncode == 5 and not (tmp_path / "second").exists()
