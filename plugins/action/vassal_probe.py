@@ -27,6 +27,7 @@ Task arguments:
   lock:          the deploy lock to take in the probe's own call (services, timeout, lease, dir,
                  purpose, as the action deploy_lock takes them); its result is ``lock``, as that
                  action returns it (plugins/plugin_utils/deploy_lock.py)
+  release_if_idle: with lock, release it in the same call when nothing needs work (``lock_released``)
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
 ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
@@ -205,6 +206,7 @@ class ActionModule(ActionBase):
             me = this_run(purpose)
             probe_args["lock"] = dict(services=lock_services, holder=me, dir=lock_dir, lease=lease,
                                       wait=int(min(timeout, POLL)))
+            probe_args["release_if_idle"] = boolean(args.get("release_if_idle") or False)
         probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
                                       task_vars=task_vars)
         if probed.get("failed"):
@@ -215,6 +217,7 @@ class ActionModule(ActionBase):
             result["lock"] = take(self, task_vars, me, lock_services, lock_dir, lease, timeout, first=probed["lock"])
             if not probed.get("probed", True):
                 probe_args.pop("lock")
+                probe_args.pop("release_if_idle")
                 probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
                                               task_vars=task_vars)
                 if probed.get("failed"):
@@ -240,6 +243,7 @@ class ActionModule(ActionBase):
             result["diff"] = probed["diff"]
         result.update(changed=bool(probed.get("logrotate_changed")), logrotate_changed=probed.get("logrotate_changed") or [],
                       logrotate_pending=[e for e in probe_args["logrotate"] if e["service"] in pending],
+                      lock_released=bool(probed.get("lock_released")),
                       work=work, remove=remove, state=probed["services"], stats_errors=unknown,
                       msg="%d of %d services need a deploy, %d to remove" % (len(work), len(services), len(remove)))
         return result

@@ -78,6 +78,12 @@ options:
         plugin then waits as deploy_lock does and probes again. Given by the role where the play's batch is
         one host (a batch of several takes its locks one host at a time, in a task of its own).
     type: dict
+  release_if_idle:
+    description:
+      - With I(lock), release this run's locks on the host at the end of the call when nothing needs work (no
+        service differs, none to remove), as the run has nothing left to do under them (C(lock_released)).
+    type: bool
+    default: false
 notes:
   - Why not a builtin - one read-only call compares every service of a host (files, units, stats), so a run with
     nothing to do costs one call.
@@ -127,6 +133,10 @@ logrotate_pending:
   description: Services of I(logrotate) whose account does not exist yet (their files were not written).
   returned: always
   type: list
+lock_released:
+  description: Whether I(release_if_idle) released the locks.
+  returned: always
+  type: bool
 probed:
   description: False when I(lock) was blocked by another run, and nothing was probed.
   returned: always
@@ -314,6 +324,13 @@ def written_vassals(vassals_dir, marker):
     return names
 
 
+def idle(services, unlisted, leftovers):
+    """Whether the run has nothing to do here: no service differs (web process, workers or
+    schedules) and none is to be removed."""
+    return not unlisted and not leftovers and not any(
+        state.get("needs") or state.get("unit_needs") for state in services.values())
+
+
 def take_lock(module, spec):
     """The deploy lock of ``spec`` (module_utils/deploy_lock.py), waiting up to its ``wait``."""
     try:
@@ -336,6 +353,7 @@ def main():
             units_dir=dict(type="path", default=units.UNITS_DIR),
             lock=dict(type="dict"),
             logrotate=dict(type="list", elements="dict", default=[]),
+            release_if_idle=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -346,7 +364,8 @@ def main():
         extra["lock"] = take_lock(module, p["lock"])
         if extra["lock"]["blocked"] and not module.check_mode:
             module.exit_json(changed=False, probed=False, services={}, unlisted=[], absent_leftovers=[],
-                             plugin_python="", logrotate_changed=[], logrotate_pending=[], **extra)
+                             plugin_python="", logrotate_changed=[], logrotate_pending=[], lock_released=False,
+                             **extra)
     # Every stats socket at once, each as its service's user and bounded in time and size.
     # An ASGI service has no stats socket: its state comes from systemd (asgi.running).
     answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]
@@ -378,6 +397,14 @@ def main():
     written, diffs, pending = ensure_for_accounts(module, p["logrotate"])
     if module._diff and diffs:
         extra["diff"] = diffs
+    # Nothing to deploy or remove: the run is done with the locks it took in this call.
+    extra["lock_released"] = False
+    if p["lock"] and p["release_if_idle"] and idle(services, unlisted, leftovers) and not module.check_mode:
+        try:
+            deploy_lock.release(p["lock"].get("dir") or deploy_lock.DEFAULT_DIR, p["lock"]["holder"]["run"])
+        except (deploy_lock.LockError, OSError) as exc:
+            module.fail_json(msg="deploy lock: %s" % exc)
+        extra["lock_released"] = True
     module.exit_json(changed=bool(written), probed=True, services=services, unlisted=unlisted,
                      absent_leftovers=leftovers, plugin_python=uwsgi_python(p["uwsgi"]), logrotate_changed=written,
                      logrotate_pending=pending, **extra)

@@ -229,3 +229,26 @@ def test_a_lock_the_probe_found_held_by_a_live_run_fails_naming_it_once_the_time
     with pytest.raises(AnsibleActionFail, match="service 'billing': the deploy lock on web1 is held by .*alice"):
         controller.take(Action(), {"inventory_hostname": "web1"}, me, ["billing"], lock_dir, 900, 5, first=first)
     assert deploy_lock.read(os.path.join(lock_dir, "billing.lock"))["run"] == "other"
+
+
+def test_the_probe_releases_its_locks_only_when_nothing_needs_work():
+    from ansible_collections.microsvc.deploy.plugins.modules import vassal_probe
+
+    same = {"billing": {"needs": [], "unit_needs": []}, "search": {"needs": []}}
+    assert vassal_probe.idle(same, [], [])
+    assert not vassal_probe.idle(dict(same, search={"needs": ["release differs"]}), [], [])
+    assert not vassal_probe.idle(dict(same, search={"needs": [], "unit_needs": ["worker 'mail' differs"]}), [], [])
+    assert not vassal_probe.idle(same, ["gone"], [])  # a service no longer listed is removed under the lock
+    assert not vassal_probe.idle(same, [], ["old"])  # so is an absent one with leftovers
+
+
+def test_the_deploy_releases_its_locks_only_when_every_service_went_live_healthy_and_settled():
+    from ansible_collections.microsvc.deploy.plugins.modules import deploy_batch
+
+    results = {"a": {"ok": True}, "b": {"ok": True}}
+    done = {"health": {"failed_checks": []}, "settled": {"a": {"ok": True}, "b": {"ok": True}}}
+    assert deploy_batch.all_done(results, done)
+    assert not deploy_batch.all_done(dict(results, b={"ok": False}), dict(done, settled={"a": {"ok": True}}))
+    assert not deploy_batch.all_done(results, dict(done, health={"failed_checks": ["b"]}))
+    assert not deploy_batch.all_done(results, dict(done, settled={"a": {"ok": True}, "b": {"ok": False}}))
+    assert not deploy_batch.all_done(results, {"health": {"failed_checks": []}})  # not settled in this call
