@@ -12,7 +12,7 @@ Each is built into a fresh virtualenv, the way the deploy module runs each insta
 (plugins/module_utils/venvs.py), timed inside the container (no docker exec in the figures):
 
 - pip: ``python3 -m venv`` (with pip), then ``pip install --no-index --find-links <wheelhouse>``;
-- uv:  ``python3 -m venv --without-pip``, then ``uv pip install --python <venv> --link-mode copy
+- uv:  ``uv venv --python /usr/bin/python3``, then ``uv pip install --python <venv> --link-mode copy
   --compile-bytecode --no-index --find-links <wheelhouse>``;
 
 with a cold cache (an empty cache directory; for pip also no cache at all, as deploys run it today)
@@ -78,7 +78,7 @@ if installer == "pip":
              [venv + "/bin/python", "-m", "pip", "install", "--quiet", "--requirement", req,
               "--no-index", "--find-links", wh]]
 else:
-    steps = [["python3", "-m", "venv", "--without-pip", venv],
+    steps = [["/bench/uv", "venv", "--quiet", "--no-config", "--python", "/usr/bin/python3", venv],
              ["/bench/uv", "pip", "install", "--quiet", "--no-config", "--python", venv + "/bin/python",
               "--link-mode", "copy", "--compile-bytecode", "--cache-dir", cache, "--requirement", req,
               "--no-index", "--find-links", wh]]

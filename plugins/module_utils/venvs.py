@@ -6,8 +6,8 @@
   interpreter and the requirements). Without requirements it is created ``--without-pip``.
 - Requirements are installed by a build identity of their own: ``pip install`` may run a
   package's build code (an sdist's setup.py), which must never run as root, never as a service,
-  and never as anything another build shares. Each step (``python -m venv``, ``pip install``)
-  runs as a transient systemd service unit (``systemd-run --wait --pipe``) as the uid
+  and never as anything another build shares. Both steps (``python -m venv`` or ``uv venv``, then
+  the install) run in one transient systemd service unit (``systemd-run --wait --pipe``) as the uid
   ``BUILD_UID_BASE + <the service's uid>``, an id no account has: the unit's cgroup is killed
   when pip exits (nothing the build started survives it), and its sandbox shows it only its own
   build directory, its home and (read-only) its wheelhouse; the services' root is an empty
@@ -399,8 +399,11 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
                    "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
             use_uv = bool(needs_pip and uv and not extra_args)
             installer = "uv" if use_uv else "pip" if needs_pip else "venv"
-            # uv installs into a virtualenv without pip of its own (as uv venv makes them).
-            argv = [python, "-m", "venv"] + ([] if needs_pip and not use_uv else ["--without-pip"]) + [final]
+            # uv makes the virtualenv it installs into (without pip of its own: a Python start fewer).
+            if use_uv:
+                argv = [uv, "venv", "--no-config", "--quiet", "--python", python, final]
+            else:
+                argv = [python, "-m", "venv"] + ([] if needs_pip else ["--without-pip"]) + [final]
             if not needs_pip:
                 # No package code runs: the standard library's venv, as root.
                 _run(argv, timeout, env=env)

@@ -345,9 +345,9 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
                        service_user="svc", uv=uv) == "uv"
     ((argv, unit),) = runs
     final = os.path.join(venvs.cache_dir(str(root)), "k1")
-    venv_argv = ["/usr/bin/python3", "-m", "venv", "--without-pip", final]
-    assert argv[4:9] == venv_argv and argv == venvs.then(venv_argv, argv[9:])
-    install = argv[9:]
+    venv_argv = [uv, "venv", "--no-config", "--quiet", "--python", "/usr/bin/python3", final]
+    assert argv[4:11] == venv_argv and argv == venvs.then(venv_argv, argv[11:])
+    install = argv[11:]
     assert install[:3] == [uv, "pip", "install"]
     cache = os.path.join(venvs.cache_dir(str(root)), ".uv-cache-%d" % (BASE + 1234))
     assert unit["writable"][2:] == [cache] and install[install.index("--cache-dir") + 1] == cache
