@@ -75,4 +75,3 @@ def ensure_for_accounts(module, files):
     pending = sorted({entry["service"] for entry in files if not fsutil.user_exists(entry["service"])})
     changed, diffs = ensure(module, [], [entry for entry in files if entry["service"] not in pending])
     return changed, diffs, pending
-

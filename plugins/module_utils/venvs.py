@@ -249,8 +249,8 @@ def then(first, second):
     """One command line that runs ``first`` and, when it succeeded, ``second`` (whose status it
     returns): each argument passed to the shell as a positional parameter, never parsed by it (the
     script holds only their positions)."""
-    script = "%s || exit; shift %d; exec \"$@\"" % (" ".join('"${%d}"' % i for i in range(1, len(first) + 1)),
-                                                   len(first))
+    positions = " ".join('"${%d}"' % i for i in range(1, len(first) + 1))
+    script = "%s || exit; shift %d; exec \"$@\"" % (positions, len(first))
     return ["/bin/sh", "-c", script, "sh"] + list(first) + list(second)
 
 

@@ -143,5 +143,6 @@ def main():
         module.fail_json(msg="deploy lock: %s" % exc)
     module.exit_json(changed=False, **out)
 
+
 if __name__ == "__main__":
     main()
