@@ -245,13 +245,21 @@ def stop_unit(uid):
     return proc.returncode == 0
 
 
-def then(first, second):
+# Runs the command of sys.argv[1] arguments, then, when it succeeded, the rest in its place. In
+# Python, not a shell: systemd expands "$" and "%" in a unit's command line, and this holds neither.
+THEN = """import os, subprocess, sys
+n = int(sys.argv[1])
+status = subprocess.call(sys.argv[2:2 + n])
+if status:
+    sys.exit(status if status > 0 else 128 - status)
+os.execv(sys.argv[2 + n], sys.argv[2 + n:])
+"""
+
+
+def then(first, second, python="/usr/bin/python3"):
     """One command line that runs ``first`` and, when it succeeded, ``second`` (whose status it
-    returns): each argument passed to the shell as a positional parameter, never parsed by it (the
-    script holds only their positions)."""
-    positions = " ".join('"${%d}"' % i for i in range(1, len(first) + 1))
-    script = "%s || exit; shift %d; exec \"$@\"" % (positions, len(first))
-    return ["/bin/sh", "-c", script, "sh"] + list(first) + list(second)
+    returns), with ``python``: each argument passed as it is, never parsed by a shell."""
+    return [python, "-c", THEN, str(len(first))] + list(first) + list(second)
 
 
 def _run_unit(uid, argv, timeout, label=None, **unit):
@@ -418,7 +426,7 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
                 install = install_argv(final, req, requirements, wheelhouse, index_url, extra_args,
                                        uv=uv if use_uv else None, cache=cache)
                 # One sandboxed unit makes the virtualenv, then installs into it.
-                _run_unit(uid, then(argv, install), timeout, label=" ".join(install[:4]), **unit)
+                _run_unit(uid, then(argv, install, python), timeout, label=" ".join(install[:4]), **unit)
             seal(final, python)
             write_atomic(os.path.join(final, MARKER),
                          json.dumps({"python_version": python_version, "key": key}, indent=2) + "\n")

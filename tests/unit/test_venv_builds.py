@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import subprocess
+import sys
 import types
 
 import pytest
@@ -207,9 +208,10 @@ def test_a_build_stops_what_its_uid_left_then_runs_both_steps_in_one_unit(tmp_pa
     monkeypatch.setattr(venvs, "stop_unit", lambda uid: events.append(("stop", uid)))
 
     def run_unit(uid, argv, timeout, label=None, **unit):
-        # One unit: the shell runs the virtualenv's creation, then the install (venvs.then).
-        assert argv[:2] == ["/bin/sh", "-c"] and argv[3] == "sh", argv
-        steps = [argv[5:7], argv[9:11]]
+        # One unit: the virtualenv's creation, then the install (venvs.then).
+        assert argv[:3] == ["/usr/bin/python3", "-c", venvs.THEN], argv
+        n = int(argv[3])
+        steps = [argv[5:7], argv[5 + n:7 + n]]
         events.append(("run", uid, steps, unit["writable"][0], unit["readable"], unit["network"]))
         final = unit["writable"][0]
         if steps[0] == ["-m", "venv"]:
@@ -346,7 +348,7 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
     ((argv, unit),) = runs
     final = os.path.join(venvs.cache_dir(str(root)), "k1")
     venv_argv = [uv, "venv", "--no-config", "--quiet", "--python", "/usr/bin/python3", final]
-    assert argv[4:11] == venv_argv and argv == venvs.then(venv_argv, argv[11:])
+    assert argv[4:11] == venv_argv and argv == venvs.then(venv_argv, argv[11:], "/usr/bin/python3")
     install = argv[11:]
     assert install[:3] == [uv, "pip", "install"]
     cache = os.path.join(venvs.cache_dir(str(root)), ".uv-cache-%d" % (BASE + 1234))
@@ -358,15 +360,18 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
 
 
 def test_a_build_runs_its_two_steps_in_one_unit_and_stops_at_the_first_failure(tmp_path):
-    """venvs.then: the virtualenv's creation, then the install, in one shell that parses neither
-    command: arguments with quotes, spaces, globs and substitutions reach each command as given."""
+    """venvs.then: the virtualenv's creation, then the install, in one process that parses neither
+    command: arguments with quotes, spaces, globs, substitutions and systemd's specifiers reach each
+    command as given, and the command line holds no "$" or "%" for systemd to expand."""
     out = tmp_path / "out"
-    odd = ["a b", "$(touch %s)" % (tmp_path / "pwned"), "it's", "*", ""]
+    odd = ["a b", "$(touch %s)" % (tmp_path / "pwned"), "it's", "*", "", "${HOME}", "%n"]
     argv = venvs.then(["/bin/sh", "-c", 'printf "%s|" "$@" > "$0"', str(out)] + odd,
-                      ["/bin/sh", "-c", 'printf "[%s]" "$@" >> "$0"; exit 3', str(out), "x  y", ";"])
+                      ["/bin/sh", "-c", 'printf "[%s]" "$@" >> "$0"; exit 3', str(out), "x  y", ";"], sys.executable)
+    assert not any(c in argv[2] for c in "$%")
     proc = subprocess.run(argv, check=False)
     assert proc.returncode == 3  # the second command's status
-    assert out.read_text() == "a b|$(touch %s)|it's|*||[x  y][;]" % (tmp_path / "pwned")
+    assert out.read_text() == "a b|$(touch %s)|it's|*||${HOME}|%%n|[x  y][;]" % (tmp_path / "pwned")
     assert not (tmp_path / "pwned").exists()
-    failing = venvs.then(["/bin/sh", "-c", "exit 5"], ["/bin/sh", "-c", 'echo ran > "$0"', str(tmp_path / "second")])
+    failing = venvs.then(["/bin/sh", "-c", "exit 5"], ["/bin/sh", "-c", 'echo ran > "$0"', str(tmp_path / "second")],
+                         sys.executable)
     assert subprocess.run(failing, check=False).returncode == 5 and not (tmp_path / "second").exists()
