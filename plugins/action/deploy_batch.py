@@ -13,7 +13,6 @@ Task arguments:
   cache_dir:   controller cache for wheelhouses
   architecture: the host's (for wheelhouses when the probe could not tell the interpreter's machine)
   protected_group: nginx's group where the gateway is local (accel_redirect's shared/protected)
-  release:     release the deploy locks at the end when every service went live, healthy, settled
   logrotate:   the probe's logrotate_pending (log rotation of the services whose account this makes)
   vassals_dir: the emperor's vassal directory; with checks, the module also settles the services
                (its ``settle`` option is made here from the plan entries and the work's units)
@@ -197,7 +196,6 @@ class ActionModule(ActionBase):
                            migrate_helper=args.get("migrate_helper"), lock=args.get("lock") or None,
                            checks=list(args.get("checks") or []) or None, settle=settle or None,
                            logrotate=list(args.get("logrotate") or []) or None,
-                           release=boolean(args.get("release") or False) or None,
                            validate_certs=boolean(args.get("validate_certs") or False))
         module_args = {k: v for k, v in module_args.items() if v is not None}
         result.update(execute_with_bundle(self, files, "microsvc.deploy.deploy_batch", module_args, task_vars))

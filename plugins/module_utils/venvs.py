@@ -190,10 +190,12 @@ def _unit_path(path):
     return path
 
 
-def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout=1800, network=True):
+def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout=1800, network=True,
+                     description=None):
     """The command line that runs ``argv`` as ``uid`` in a transient, sandboxed service unit and
     waits for it: its output comes back on our pipes, its exit status is systemd-run's, and when
-    its main process exits (or ``timeout`` passes) every process of the unit is killed.
+    its main process exits (or ``timeout`` passes) every process of the unit is killed. The unit's
+    description (in the journal) is ``description``, else the command line.
 
     ``hidden`` (the services' root) is replaced by an empty read-only tmpfs in which only
     ``writable`` and ``readable`` (paths below it) are mounted back, at the same paths."""
@@ -225,6 +227,8 @@ def systemd_run_argv(uid, argv, cwd, env, hidden, writable, readable=(), timeout
         properties += ["PrivateNetwork=yes", "RestrictAddressFamilies=AF_UNIX"]
     cmd = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
            "--unit=%s" % unit_name(uid), "--working-directory=%s" % _unit_path(cwd)]
+    if description:
+        cmd.append("--description=%s" % " ".join(description.split()))
     for name in sorted(env):
         if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) or "\n" in env[name]:
             raise VenvError("%r cannot be given to a build's environment" % name)
@@ -262,12 +266,12 @@ def then(first, second, python="/usr/bin/python3"):
     return [python, "-c", THEN, str(len(first))] + list(first) + list(second)
 
 
-def _run_unit(uid, argv, timeout, label=None, **unit):
-    """Run one build step as ``uid`` in its transient unit; errors as ``_run``'s, naming ``label``
-    (the command's first words by default)."""
+def _run_unit(uid, argv, timeout, label=None, description=None, **unit):
+    """Run a build as ``uid`` in its transient unit (``description`` in the journal); errors as
+    ``_run``'s, naming ``label`` (the command's first words by default)."""
     label = label or " ".join(argv[:4])
     started = time.monotonic()
-    cmd = systemd_run_argv(uid, argv, timeout=timeout, **unit)
+    cmd = systemd_run_argv(uid, argv, timeout=timeout, description=description, **unit)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout + STOP_GRACE)
     except subprocess.TimeoutExpired:
@@ -426,7 +430,8 @@ def build(microsvc_root, key, python, python_version, requirements, wheelhouse=N
                 install = install_argv(final, req, requirements, wheelhouse, index_url, extra_args,
                                        uv=uv if use_uv else None, cache=cache)
                 # One sandboxed unit makes the virtualenv, then installs into it.
-                _run_unit(uid, then(argv, install, python), timeout, label=" ".join(install[:4]), **unit)
+                _run_unit(uid, then(argv, install, python), timeout, label=" ".join(install[:4]),
+                          description="%s && %s" % (" ".join(argv), " ".join(install)), **unit)
             seal(final, python)
             write_atomic(os.path.join(final, MARKER),
                          json.dumps({"python_version": python_version, "key": key}, indent=2) + "\n")

@@ -116,13 +116,6 @@ options:
     type: list
     elements: dict
     default: []
-  release:
-    description:
-      - Release this run's deploy locks on the host at the end of the call when every service went live, passed its
-        check and was settled (with I(checks) and I(settle)), as nothing is left to do under them then (C(lock_released)).
-        Otherwise they stay, for the calls that follow and the role's release.
-    type: bool
-    default: false
   settle:
     description:
       - With I(checks), what settling each service needs (as the module C(microsvc.deploy.deploy_outcome) takes
@@ -170,10 +163,6 @@ logrotate_changed:
   description: Paths of I(logrotate) written.
   returned: when I(logrotate) is given
   type: list
-lock_released:
-  description: Whether I(release) released the locks.
-  returned: always
-  type: bool
 settled:
   description: With I(checks) and I(settle), what the module C(microsvc.deploy.deploy_outcome) returns as C(services)
     for the services that went live.
@@ -563,7 +552,6 @@ def main():
             validate_certs=dict(type="bool", default=False),
             settle=dict(type="list", elements="dict", default=[]),
             logrotate=dict(type="list", elements="dict", default=[]),
-            release=dict(type="bool", default=False),
             **BUNDLE_SPEC,
         ),
         supports_check_mode=False,
@@ -583,23 +571,7 @@ def main():
             extra["logrotate_changed"] = ensure_for_accounts(module, module.params["logrotate"])[0]
     if deploy.uv_note:
         extra["installer_note"] = deploy.uv_note
-    extra["lock_released"] = False
-    if module.params["release"] and module.params["lock"] and all_done(results, extra):
-        try:
-            deploy_lock.release(module.params["lock"].get("dir") or deploy_lock.DEFAULT_DIR, module.params["lock"]["run"])
-        except (deploy_lock.LockError, OSError) as exc:
-            module.fail_json(msg="deploy lock: %s" % exc, services=results, **extra)
-        extra["lock_released"] = True
     module.exit_json(changed=bool(results), services=results, timings=deploy.timings, **extra)
-
-
-def all_done(results, extra):
-    """Whether every service went live, passed its check and was settled: nothing is left to do
-    under the deploy lock (no rollback, no check again, no route to withdraw)."""
-    settled = extra.get("settled")
-    return (settled is not None and all(state.get("ok") for state in results.values())
-            and not extra["health"]["failed_checks"] and all(r.get("ok") for r in settled.values())
-            and sorted(settled) == sorted(results))
 
 
 def after_switch(params, results):

@@ -240,15 +240,3 @@ def test_the_probe_releases_its_locks_only_when_nothing_needs_work():
     assert not vassal_probe.idle(dict(same, search={"needs": [], "unit_needs": ["worker 'mail' differs"]}), [], [])
     assert not vassal_probe.idle(same, ["gone"], [])  # a service no longer listed is removed under the lock
     assert not vassal_probe.idle(same, [], ["old"])  # so is an absent one with leftovers
-
-
-def test_the_deploy_releases_its_locks_only_when_every_service_went_live_healthy_and_settled():
-    from ansible_collections.microsvc.deploy.plugins.modules import deploy_batch
-
-    results = {"a": {"ok": True}, "b": {"ok": True}}
-    done = {"health": {"failed_checks": []}, "settled": {"a": {"ok": True}, "b": {"ok": True}}}
-    assert deploy_batch.all_done(results, done)
-    assert not deploy_batch.all_done(dict(results, b={"ok": False}), dict(done, settled={"a": {"ok": True}}))
-    assert not deploy_batch.all_done(results, dict(done, health={"failed_checks": ["b"]}))
-    assert not deploy_batch.all_done(results, dict(done, settled={"a": {"ok": True}, "b": {"ok": False}}))
-    assert not deploy_batch.all_done(results, {"health": {"failed_checks": []}})  # not settled in this call

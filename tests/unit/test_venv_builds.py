@@ -80,6 +80,12 @@ def _properties(cmd):
     return [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--property"]
 
 
+def test_a_builds_unit_is_described_in_one_line_of_the_journal():
+    cmd = _argv(description="/usr/bin/python3 -m venv /v &&\n/v/bin/python -m pip install -r r")
+    assert "--description=/usr/bin/python3 -m venv /v && /v/bin/python -m pip install -r r" in cmd
+    assert not any(arg.startswith("--description") for arg in _argv())  # else systemd's: the command line
+
+
 def test_the_build_step_runs_in_a_waited_for_transient_unit_as_the_build_uid_with_its_output_piped():
     cmd = _argv()
     assert cmd[0] == "systemd-run"
@@ -207,7 +213,7 @@ def test_a_build_stops_what_its_uid_left_then_runs_both_steps_in_one_unit(tmp_pa
     events = []
     monkeypatch.setattr(venvs, "stop_unit", lambda uid: events.append(("stop", uid)))
 
-    def run_unit(uid, argv, timeout, label=None, **unit):
+    def run_unit(uid, argv, timeout, label=None, description=None, **unit):
         # One unit: the virtualenv's creation, then the install (venvs.then).
         assert argv[:3] == ["/usr/bin/python3", "-c", venvs.THEN], argv
         n = int(argv[3])
@@ -332,10 +338,11 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
     _no_accounts(monkeypatch)
     monkeypatch.setattr(venvs.fsutil, "uid_of", lambda name: {"svc": 1234}[name])
     monkeypatch.setattr(venvs, "stop_unit", lambda uid: None)
-    runs = []
+    runs, descriptions = [], []
 
-    def run_unit(uid, argv, timeout, label=None, **unit):
+    def run_unit(uid, argv, timeout, label=None, description=None, **unit):
         runs.append((argv, unit))
+        descriptions.append(description)
         os.mkdir(os.path.join(unit["writable"][0], "bin"))
         return types.SimpleNamespace(returncode=0, stdout="", stderr="")
 
@@ -350,6 +357,8 @@ def test_a_build_with_uv_sees_uv_read_only_and_only_its_own_cache(tmp_path, monk
     venv_argv = [uv, "venv", "--no-config", "--quiet", "--python", "/usr/bin/python3", final]
     assert argv[4:11] == venv_argv and argv == venvs.then(venv_argv, argv[11:], "/usr/bin/python3")
     install = argv[11:]
+    # The journal names both steps (the unit's description), not the runner's script.
+    assert descriptions == ["%s && %s" % (" ".join(venv_argv), " ".join(install))]
     assert install[:3] == [uv, "pip", "install"]
     cache = os.path.join(venvs.cache_dir(str(root)), ".uv-cache-%d" % (BASE + 1234))
     assert unit["writable"][2:] == [cache] and install[install.index("--cache-dir") + 1] == cache
