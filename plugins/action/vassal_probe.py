@@ -209,10 +209,7 @@ class ActionModule(ActionBase):
             probe_args["release_if_idle"] = boolean(args.get("release_if_idle") or False)
         probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
                                       task_vars=task_vars)
-        if probed.get("failed"):
-            result.update(probed)
-            return result
-        if args.get("lock"):
+        if args.get("lock") and not probed.get("failed"):
             # Taken in the probe's call; where another run held it, waited for here, then probed again.
             result["lock"] = take(self, task_vars, me, lock_services, lock_dir, lease, timeout, first=probed["lock"])
             if not probed.get("probed", True):
@@ -220,9 +217,9 @@ class ActionModule(ActionBase):
                 probe_args.pop("release_if_idle")
                 probed = self._execute_module(module_name="microsvc.deploy.vassal_probe", module_args=probe_args,
                                               task_vars=task_vars)
-                if probed.get("failed"):
-                    result.update(probed)
-                    return result
+        if probed.get("failed"):
+            result.update(probed)
+            return result
         plugin_python = str(probed.get("plugin_python") or args.get("plugin_python") or "")
         problems = [python_problem(svc, probed["services"][svc["name"]], plugin_python, default_python)
                     for svc in services]

@@ -85,7 +85,7 @@ options:
     type: bool
     default: false
 notes:
-  - Why not a builtin - one read-only call compares every service of a host (files, units, stats), so a run with
+  - Why not a builtin - one call compares every service of a host (files, units, stats), so a run with
     nothing to do costs one call.
 author:
   - microsvc maintainers (@microsvc)
