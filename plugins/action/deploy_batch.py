@@ -18,8 +18,10 @@ Task arguments:
                (its ``settle`` option is made here from the plan entries and the work's units)
 
 The controller bundles, in one tar, the release tarballs the host lacks and the wheelhouses
-of the virtualenvs it must build (wheelhouse mode), copies it once, and runs the module
-microsvc.deploy.deploy_batch.
+of the virtualenvs it must build (wheelhouse mode), with uv's wheel where the probe found no uv of
+this controller's version on the host, copies it once, and runs the module microsvc.deploy.deploy_batch.
+Its result is the module's, with ``sent``: the bundle's members (``releases/<service>.tar.gz``,
+``wheelhouses/<key>.tar.gz``, ``tools/<uv wheel>``).
 """
 
 from __future__ import annotations
@@ -123,11 +125,17 @@ def wheelhouse_facts(entry, architecture=""):
     return facts
 
 
-def add_uv(pip, files, facts, cache_dir):
-    """Put uv's wheel for the host into the bundle (``pip['uv_member']``), so the host installs
-    virtualenvs with uv; where it cannot be had, ``pip['uv_member']`` is None and the host uses pip
-    (``pip['uv_problem']`` says why)."""
+def add_uv(pip, files, entry, architecture, cache_dir):
+    """Have the host install virtualenvs with uv: where the probe found this controller's uv there
+    (``entry['uv_present']``), ``pip['uv_installed']``; else uv's wheel for the host in the bundle
+    (``pip['uv_member']``). Where it cannot be had, ``pip['uv_member']`` is None and the host uses
+    pip (``pip['uv_problem']`` says why)."""
     pip["uv_member"] = None
+    if entry.get("uv_present"):
+        # Root's alone on the host: its wheel (18 MB) is not sent again.
+        pip.update(uv_version=UV_VERSION, uv_installed=True)
+        return
+    facts = wheelhouse_facts(entry, architecture)
     try:
         target = target_environment(facts)
         wheel = uv_wheel(target, cache_dir, pip.get("index_url") or "")
@@ -184,7 +192,7 @@ class ActionModule(ActionBase):
                         item["wheelhouse_error"] = str(exc)
                 item["wheelhouse_member"] = member if member in files else None
             if item["wheelhouse_member"] and "uv_member" not in pip:
-                add_uv(pip, files, wheelhouse_facts(entry, args.get("architecture")), args.get("cache_dir"))
+                add_uv(pip, files, entry, args.get("architecture"), args.get("cache_dir"))
             services.append(item)
             if args.get("checks"):
                 settle.append(dict(outcome.vassal_fields(svc, args.get("vassals_dir") or "/etc/uwsgi/vassals"),
@@ -199,4 +207,5 @@ class ActionModule(ActionBase):
                            validate_certs=boolean(args.get("validate_certs") or False))
         module_args = {k: v for k, v in module_args.items() if v is not None}
         result.update(execute_with_bundle(self, files, "microsvc.deploy.deploy_batch", module_args, task_vars))
+        result["sent"] = sorted(files)
         return result

@@ -30,7 +30,8 @@ Task arguments:
   release_if_idle: with lock, release it in the same call when nothing needs work (``lock_released``)
 
 Returns ``work`` (list of services to deploy, each with its release, archive, venv key,
-ini content, systemd units and the reasons), ``remove`` (absent or unlisted services with
+ini content, systemd units, the reasons, the interpreter's facts and ``uv_present``: whether the host
+has the uv this controller installs virtualenvs with), ``remove`` (absent or unlisted services with
 leftovers), ``state`` (the host's view of every probed service), and ``stats_errors`` (a warning per
 service whose stats answer could not be used).
 """
@@ -49,6 +50,7 @@ from ansible_collections.microsvc.deploy.plugins.plugin_utils.checks import NAME
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.deploy_lock import POLL, lock_args, take, this_run
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.render import Renderer, file_entries
 from ansible_collections.microsvc.deploy.plugins.plugin_utils.sources import release_id, venv_key
+from ansible_collections.microsvc.deploy.plugins.plugin_utils.wheelhouse import UV_VERSION
 
 
 def _sha1(text):
@@ -200,6 +202,8 @@ class ActionModule(ActionBase):
             absent=[dict(name=s["name"], root=s["root"], user=s["user"], socket=s["socket"], purge=s["purge"],
                          ini_path=ini_path(vassals_dir, s["name"], s.get("interface") or "wsgi")) for s in absent],
             logrotate=file_entries(self, renderer, args.get("logrotate")),
+            # Whether the host has the uv the controller would send with a wheelhouse (deploy_batch).
+            root=args.get("root") or "/opt/www", uv_version=UV_VERSION,
         )
         if args.get("lock"):
             lock_services, lock_dir, lease, timeout, purpose = lock_args(args["lock"])
@@ -227,7 +231,7 @@ class ActionModule(ActionBase):
         if problems:
             raise AnsibleActionFail("Python versions do not match; no service was changed.\n- " + "\n- ".join(problems))
         work = [work_entry(wanted[svc["name"]], probed["services"][svc["name"]], args.get("force")) for svc in services]
-        work = [w for w in work if w]
+        work = [dict(w, uv_present=bool(probed.get("uv_present"))) for w in work if w]
         remove = removals(probed, absent, vassals_dir, args.get("root") or "/opt/www",
                           args.get("logrotate_path") or "/etc/logrotate.d/microsvc-%s")
         # A service whose stats answer cannot be used is reported, and deployed like the others when

@@ -71,21 +71,41 @@ def tools_dir(microsvc_root):
     return os.path.join(microsvc_root, ".microsvc", "tools")
 
 
-def ensure_uv(microsvc_root, wheel, version):
-    """The path of the uv binary of ``version``, taken (once) out of its wheel (a file object):
-    only the member ``uv-<version>.data/scripts/uv``, written by root into a root-owned directory,
-    0755. Returns the path."""
+def _root_only(path, kind):
+    """Whether ``path`` is (not a link to) a ``kind`` (stat.S_ISDIR or S_ISREG) that root owns and
+    no one else may write."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return kind(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def installed_uv(microsvc_root, version):
+    """The path of the uv binary of ``version`` where ensure_uv put it, or None when it is not there,
+    or not root's alone (every directory on the way from the tools' parent included: a link or a
+    directory someone else may write does not count). Raises VenvError for a malformed version."""
     if not re.fullmatch(r"[0-9]+(?:\.[0-9]+){1,3}", version or ""):
         raise VenvError("%r is not a uv version" % (version,))
     tools = tools_dir(microsvc_root)
     dest = os.path.join(tools, "uv-" + version)
     binary = os.path.join(dest, "uv")
-    try:
-        st = os.lstat(binary)
-        if stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022:
-            return binary
-    except FileNotFoundError:
-        pass
+    if all(_root_only(d, stat.S_ISDIR) for d in (os.path.dirname(tools), tools, dest)) \
+            and _root_only(binary, stat.S_ISREG):
+        return binary
+    return None
+
+
+def ensure_uv(microsvc_root, wheel, version):
+    """The path of the uv binary of ``version``, taken (once) out of its wheel (a file object):
+    only the member ``uv-<version>.data/scripts/uv``, written by root into a root-owned directory,
+    0755. Returns the path."""
+    binary = installed_uv(microsvc_root, version)
+    if binary:
+        return binary
+    tools = tools_dir(microsvc_root)
+    dest = os.path.join(tools, "uv-" + version)
+    binary = os.path.join(dest, "uv")
     for directory in (os.path.dirname(tools), tools, dest):
         if os.path.islink(directory):
             raise VenvError("%s is a symlink: uv is not installed through it" % directory)

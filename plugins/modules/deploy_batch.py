@@ -71,6 +71,8 @@ options:
       - C(source) (index or wheelhouse), C(index_url), C(extra_args) (a list of pip options).
       - C(uv_member) and C(uv_version) - the bundle member holding the wheel of uv for this host and its version;
         virtualenvs are installed with uv then (pip where it is missing or C(extra_args) are given).
+      - C(uv_installed) (with C(uv_version) and no C(uv_member)) - the probe found that uv on the host; it is
+        used where it still is root's alone, else pip installs (the result's C(installer_note) says why).
     type: dict
     default: {}
   timeout:
@@ -384,6 +386,14 @@ class Deploy:
         """The uv binary the virtualenvs of this batch are installed with (taken once out of the
         wheel the controller sent), or None: pip installs them then, and the report says why."""
         member, version = self.pip.get("uv_member"), self.pip.get("uv_version")
+        if not member and self.pip.get("uv_installed"):
+            try:
+                binary = venvs.installed_uv(self.root, version)
+            except venvs.VenvError as exc:
+                binary, self.uv_note = None, "pip: %s" % exc
+            if binary is None and not self.uv_note:
+                self.uv_note = "pip: uv %s, which the probe found on this host, is no longer there" % version
+            return binary
         if not member:
             self.uv_note = "pip: the controller sent no uv wheel for this host%s" % (
                 ": " + self.pip["uv_problem"] if self.pip.get("uv_problem") else "")

@@ -78,6 +78,16 @@ options:
         plugin then waits as deploy_lock does and probes again. Given by the role where the play's batch is
         one host (a batch of several takes its locks one host at a time, in a task of its own).
     type: dict
+  uv_version:
+    description:
+      - The version of uv the controller installs virtualenvs with; C(uv_present) says whether the host
+        has it (root's alone, under I(root)), so that the controller sends its wheel only where it is missing.
+    type: str
+    default: ""
+  root:
+    description: The services' root directory (the tools of the builds are under its C(.microsvc/tools)).
+    type: path
+    default: /opt/www
   release_if_idle:
     description:
       - With I(lock), release this run's locks on the host at the end of the call when nothing needs work (no
@@ -133,6 +143,10 @@ logrotate_pending:
   description: Services of I(logrotate) whose account does not exist yet (their files were not written).
   returned: always
   type: list
+uv_present:
+  description: Whether the host has uv of I(uv_version), root's alone (false without I(uv_version)).
+  returned: always
+  type: bool
 lock_released:
   description: Whether I(release_if_idle) released the locks.
   returned: always
@@ -151,7 +165,7 @@ import os
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, deploy_lock, units
+from ansible_collections.microsvc.deploy.plugins.module_utils import asgi, deploy_lock, units, venvs
 from ansible_collections.microsvc.deploy.plugins.module_utils.fsutil import (
     group_exists,
     read_json,
@@ -354,6 +368,8 @@ def main():
             lock=dict(type="dict"),
             logrotate=dict(type="list", elements="dict", default=[]),
             release_if_idle=dict(type="bool", default=False),
+            uv_version=dict(type="str", default=""),
+            root=dict(type="path", default="/opt/www"),
         ),
         supports_check_mode=True,
     )
@@ -365,7 +381,7 @@ def main():
         if extra["lock"]["blocked"] and not module.check_mode:
             module.exit_json(changed=False, probed=False, services={}, unlisted=[], absent_leftovers=[],
                              plugin_python="", logrotate_changed=[], logrotate_pending=[], lock_released=False,
-                             **extra)
+                             uv_present=False, **extra)
     # Every stats socket at once, each as its service's user and bounded in time and size.
     # An ASGI service has no stats socket: its state comes from systemd (asgi.running).
     answers = read_many([(svc["name"], svc["stats_socket"], svc["user"], svc.get("group")) for svc in p["services"]
@@ -405,9 +421,13 @@ def main():
         except (deploy_lock.LockError, OSError) as exc:
             module.fail_json(msg="deploy lock: %s" % exc)
         extra["lock_released"] = True
+    try:
+        uv_present = bool(p["uv_version"]) and venvs.installed_uv(p["root"], p["uv_version"]) is not None
+    except venvs.VenvError as exc:
+        module.fail_json(msg="uv_version: %s" % exc)
     module.exit_json(changed=bool(written), probed=True, services=services, unlisted=unlisted,
                      absent_leftovers=leftovers, plugin_python=uwsgi_python(p["uwsgi"]), logrotate_changed=written,
-                     logrotate_pending=pending, **extra)
+                     logrotate_pending=pending, uv_present=uv_present, **extra)
 
 
 if __name__ == "__main__":

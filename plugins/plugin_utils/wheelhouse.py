@@ -12,7 +12,8 @@ host's whole target (full version, machine, glibc) and evaluates every environme
 where ``pip download --python-version`` evaluates them for the controller's own interpreter (a
 dependency only the host needs, such as redis's ``async-timeout; python_full_version < "3.11.3"``,
 would never be fetched). pip then downloads exactly the resolved set (``--no-deps``) for the host's
-platform tags, and a hash-locked requirements file has every file checked here, before any host
+platform tags, less the wheels an earlier download for the same target and index left in the
+controller's store (``wheel_store``), and a hash-locked requirements file has every file checked here, before any host
 changes; the host checks them again (``--require-hashes``).
 """
 
@@ -180,12 +181,92 @@ def download_command(resolved, dest, target, index_url=""):
     return cmd + (["--index-url", index_url] if index_url else [])
 
 
+# A line of a resolved set that pins one project: ``name==version`` (with extras, or not).
+PIN = re.compile(r"(%s)(?:\[[A-Za-z0-9._, -]*\])?==([A-Za-z0-9.+!_-]+)" % NAME.pattern)
+
+
+def resolved_pins(text):
+    """[(project, version)] of a resolved set whose every line is a plain pin, else None."""
+    pins = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = PIN.fullmatch(line)
+        if not match:
+            return None
+        pins.append((match.group(1), match.group(2)))
+    return pins
+
+
+def wheel_store(cache, target, index_url=""):
+    """The controller's wheels downloaded for one target from one index: pip download's choice of
+    file for each pin, kept so that a set resolved again (another service's requirements, written
+    differently or sharing most of its packages) downloads only what is new."""
+    index = hashlib.sha256(index_url.encode("utf-8")).hexdigest()[:8]
+    return os.path.join(cache, "wheels", "%s-%s" % (target_key(target), index))
+
+
+def stored_wheels(store, pins):
+    """({pin: file name in the store}, [pins without exactly one stored wheel]): a pin matches a wheel
+    of the same canonical project and the same version (PEP 440 equality: 1.0 and 1.0.0 match)."""
+    # packaging comes with ansible-core; imported here, where it is used (the plugin's import check
+    # runs without it).
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        names = os.listdir(store)
+    except FileNotFoundError:
+        names = []
+    by_pin = {}
+    for name in names:
+        try:
+            project, version = parse_wheel_filename(name)[:2]
+        except InvalidWheelFilename:
+            continue
+        by_pin.setdefault((project, version), []).append(name)
+    found, missing = {}, []
+    for project, version in pins:
+        try:
+            wanted = by_pin.get((canonicalize_name(project), Version(version)), [])
+        except InvalidVersion:
+            wanted = []
+        if len(wanted) == 1:
+            found[(project, version)] = wanted[0]
+        else:
+            missing.append((project, version))
+    return found, missing
+
+
+def _link_or_copy(source, dest):
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def keep_wheels(dest, store):
+    """Add the wheels of ``dest`` to the store (each file once, atomically)."""
+    os.makedirs(store, exist_ok=True)
+    for name in os.listdir(dest):
+        if name.endswith(".whl") and not os.path.exists(os.path.join(store, name)):
+            partial = os.path.join(store, ".partial-%s-%s" % (os.getpid(), name))
+            _link_or_copy(os.path.join(dest, name), partial)
+            os.replace(partial, os.path.join(store, name))
+
+
 def build_wheelhouse(requirements, target, cache_dir=None, index_url=""):
     """The path of a tarball (``wheelhouse/*.whl``) of the requirements resolved for ``target``
-    (plugin_utils.target.target_environment), built when missing."""
+    (plugin_utils.target.target_environment), built when missing. The wheels of the resolved set
+    that an earlier build for the same target and index downloaded are taken from the controller's
+    store (wheel_store); pip downloads the others. A hash-locked file, or one with options of its own
+    (FILE_OPTIONS), has its whole set downloaded."""
     key = hashlib.sha256(("%s\0%s\0%s" % (target_key(target), index_url, requirements)).encode("utf-8")).hexdigest()[:16]
     cache = os.path.join(cache_root(cache_dir), "wheelhouse")
     hashes = locked_hashes(requirements)
+    options = file_options(requirements)
+    store = wheel_store(cache, target, index_url)
 
     def commands(work, dest):
         req = os.path.join(work, "requirements.in")
@@ -195,9 +276,19 @@ def build_wheelhouse(requirements, target, cache_dir=None, index_url=""):
         yield resolve_command(req, resolved, target, cache, index_url)
         with open(resolved, encoding="utf-8") as handle:
             pins = handle.read()
+        parsed = None if hashes or options else resolved_pins(pins)
+        if parsed is not None:
+            found, missing = stored_wheels(store, parsed)
+            os.makedirs(dest)
+            for name in found.values():
+                _link_or_copy(os.path.join(store, name), os.path.join(dest, name))
+            pins = "".join("%s==%s\n" % pin for pin in missing)
         with open(resolved, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in file_options(requirements)) + pins)
-        yield download_command(resolved, dest, target, index_url)
+            handle.write("".join(line + "\n" for line in options) + pins)
+        if parsed is None or pins:
+            yield download_command(resolved, dest, target, index_url)
+        if parsed is not None:
+            keep_wheels(dest, store)
 
     def explain(cmd, out):
         if "compile" in cmd:

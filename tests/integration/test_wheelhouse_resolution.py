@@ -86,3 +86,22 @@ def test_a_requirement_without_a_wheel_for_the_host_is_refused_by_name(tmp_path)
     message = str(exc.value)
     assert message.startswith("numpy: no wheel for the host's target (CPython 3.13.5 on Linux x86_64, glibc 2.41)")
     assert "pin it" in message and "build dependencies" in message
+
+
+def test_a_set_resolved_again_takes_its_wheels_from_the_controllers_store(tmp_path, monkeypatch):
+    from ansible_collections.microsvc.deploy.plugins.plugin_utils import wheelhouse
+
+    calls = []
+    real = wheelhouse.subprocess.run
+
+    def spy(cmd, **kwargs):
+        calls.append(cmd)
+        return real(cmd, **kwargs)
+
+    monkeypatch.setattr(wheelhouse.subprocess, "run", spy)
+    first = build_wheelhouse(REQUIREMENTS, target_environment(DEBIAN12), str(tmp_path))
+    # Another text, the same set on Python 3.11.2 (redis and the async-timeout it needs there).
+    second = build_wheelhouse("redis>=6.4.0,<=6.4.0\n", target_environment(DEBIAN12), str(tmp_path))
+    assert first != second
+    assert wheels(first) == wheels(second) == ["async_timeout", "redis"]
+    assert [cmd for cmd in calls if "download" in cmd] == [calls[1]]  # the first build's only

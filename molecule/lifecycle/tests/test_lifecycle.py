@@ -760,8 +760,16 @@ def main_pid(host, unit):
 
 def test_a_django_service_with_a_celery_worker_and_beat(host, workdir, state):
     services = state["final"] + [shop_entry()]
-    rc, out = deploy(workdir, "shop-add", services, ["-e", "deploy_services=shop"])
+    rc, out = deploy(workdir, "shop-add", services, ["-e", "deploy_services=shop", "-v"])
     assert rc == 0, out
+    # Its virtualenv is new to the host: the wheelhouse went with the release, and uv installed it,
+    # the uv the host already had (its 18 MB wheel was not sent again).
+    batch = out.split("Deploy the services that need it, as one batch]", 1)[1].split("\nTASK [", 1)[0]
+    sent = re.search(r"\n    sent:\n((?:    - .*\n)+)", batch)
+    assert sent, batch[-3000:]
+    assert "releases/shop.tar.gz" in sent.group(1) and "wheelhouses/" in sent.group(1), sent.group(1)
+    assert "tools/" not in sent.group(1), sent.group(1)
+    assert re.search(r"\n {12}installer: uv\n", batch), batch[-3000:]
     release = release_of(host, "shop")
     # The worker and beat run, as the service's user, the pool's processes too.
     mains = {name: main_pid(host, unit) for name, unit in SHOP_UNITS.items()}
