@@ -6,7 +6,7 @@ over docker, with the demo inventory's settings (wheelhouse mode). Without a con
 converges one itself (`molecule converge -s default`, container `microsvc-bench-add`) and destroys
 it after:
 
-1. a no-change run (the baseline, and the controller's plan caches warm);
+1. a no-change run, twice (the baseline is the faster; the first also warms the caches);
 2. the same list plus `shop` (service1's Django code, `celery[redis]` added to its requirements),
    from cold: the controller resolves the requirements for the host and downloads their wheels
    from PyPI (its cache is this run's own), the host builds the virtualenv with uv, and the
@@ -19,11 +19,19 @@ it after:
     python benchmarks/add_service.py [CONTAINER]     # appends to benchmarks/venv_speed.md
 
 Goal: adding such a service to a converged host in at most 10 s.
+
+For the case with requirements new to the host it also reports the lower bound this design puts
+on such a run, from the same runs: the no-change run (what every run costs) plus the parts of the
+deploy's call that are the new service's own (``deploy_batch``'s step timings, read with the
+bench's timing callback): its virtualenv, built from a cold uv cache (each service's builds have
+their own), and its start (import check, release commands, switch and health check). Nothing else
+of the run (the controller's resolution, the transfer, the gateway's change) counts in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -51,10 +59,17 @@ def verdict(seconds):
     return "met" if seconds <= GOAL else "**not met**"
 
 
-def run(inventory, extra, cache):
+# The deploy's steps that are the new service's own work (plugins/modules/deploy_batch.py timings).
+OWN_STEPS = ("virtualenv", "check", "release commands", "switch")
+
+
+def run(inventory, extra, cache, timings=None):
+    """Seconds the run took; with ``timings`` (a dict), fill it with the deploy call's step timings."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"),
                MICROSVC_SAMPLES_DIR=os.path.join(ROOT, "samples"), PATH=BIN + os.pathsep + os.environ["PATH"],
-               ANSIBLE_PIPELINING="true")
+               ANSIBLE_PIPELINING="true", ANSIBLE_CALLBACKS_ENABLED="bench_timings",
+               ANSIBLE_CALLBACK_PLUGINS=os.path.join(ROOT, "benchmarks", "callback_plugins"),
+               MICROSVC_BENCH_TIMINGS=os.path.join(os.path.dirname(inventory), "timings.json"))
     with open(os.path.join(os.path.dirname(inventory), "extra.yml"), "w", encoding="utf-8") as handle:
         yaml.safe_dump(dict(extra, microsvc_cache_dir=cache, uwsgi_vassal_cache_dir=cache), handle)
     started = time.monotonic()
@@ -64,6 +79,12 @@ def run(inventory, extra, cache):
     took = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit("site.yml failed:\n%s" % proc.stdout[-4000:])
+    if timings is not None:
+        with open(env["MICROSVC_BENCH_TIMINGS"], encoding="utf-8") as handle:
+            deploys = json.load(handle)["deploy_timings"]
+        if len(deploys) != 1:
+            sys.exit("expected one deploy call in the run, got %d" % len(deploys))
+        timings.update(deploys[0]["timings"])
     return took
 
 
@@ -102,20 +123,30 @@ def measure(container):
         cache = os.path.join(work, "cache")
         load = ["%.1f" % os.getloadavg()[0]]
         added = [shop("shop")]
-        baseline = run(inventory, {"microsvc_services": services}, cache)
+        # Twice: the first run of a session also warms the controller's caches and the host's.
+        baseline = min(run(inventory, {"microsvc_services": services}, cache) for _ in range(2))
         cold = run(inventory, {"microsvc_services": services + added}, cache)
         added.append(shop("shop2", "celery[redis]<5.6,>=5.5"))
-        built = run(inventory, {"microsvc_services": services + added}, cache)
+        steps = {}
+        built = run(inventory, {"microsvc_services": services + added}, cache, steps)
         added.append(shop("shop3"))
         copied = run(inventory, {"microsvc_services": services + added}, cache)
         load.append("%.1f" % os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    own = sum(steps.get(step, 0.0) for step in OWN_STEPS)
+    floor = baseline + own
     summary = ("adding a Django + Celery + redis service to a converged host (target <= 10 s): %.1f s with "
-               "requirements new to the host, whose wheels the controller has (the host builds the virtualenv: %s); "
+               "requirements new to the host, whose wheels the controller has (the host builds the virtualenv: %s; "
+               "this design's lower bound for that run here: %.1f s = the no-change run %.1f s + the service's own "
+               "steps in the deploy call %.1f s, its virtualenv from a cold cache %.1f s and its start %.1f s: the "
+               "target is %s); "
                "%.1f s with the same requirements as a service already there (its virtualenv copied: %s); %.1f s "
                "from cold (resolving and downloading 20 wheels from PyPI first); no-change run %.1f s"
-               % (built, verdict(built), copied, verdict(copied), cold, baseline))
+               % (built, verdict(built), floor, baseline, own, steps.get("virtualenv", 0.0),
+                  own - steps.get("virtualenv", 0.0),
+                  "below that bound, out of reach for this design on this machine" if floor > GOAL
+                  else "above that bound", copied, verdict(copied), cold, baseline))
     with open(RESULTS, encoding="utf-8") as handle:
         text = handle.read()
     text = re.sub(r"\n## Adding a service.*", "", text, flags=re.DOTALL)
