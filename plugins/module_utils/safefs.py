@@ -42,8 +42,13 @@ def _is_link(name, dir_fd):
         return False
 
 
-def _trusted(st):
+def root_alone(st):
+    """Whether root owns what ``st`` describes and nobody else may write it."""
     return st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def _trusted(st):
+    return root_alone(st)
 
 
 def _parts(path):

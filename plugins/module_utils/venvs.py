@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil, units
+from ansible_collections.microsvc.deploy.plugins.module_utils import fsutil, safefs, units
 from ansible_collections.microsvc.deploy.plugins.module_utils.atomic import write_atomic
 from ansible_collections.microsvc.deploy.plugins.module_utils.paths import VENV_MARKER as MARKER
 
@@ -78,7 +78,7 @@ def _root_only(path, kind):
         st = os.lstat(path)
     except FileNotFoundError:
         return False
-    return kind(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
+    return kind(st.st_mode) and safefs.root_alone(st)
 
 
 def installed_uv(microsvc_root, version):
